@@ -1,0 +1,67 @@
+"""The `icl-audio` command line: a thin Typer layer; heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="icl-audio",
+    help="Classify audio by in-context learning with a frozen speech LLM (Llasa) over XCodec2 codes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+support_app = typer.Typer(help="Build, list, inspect and remove named support sets.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: ARCH datasets, scorer speed, codec speed.", no_args_is_help=True)
+app.add_typer(support_app, name="support")
+app.add_typer(bench_app, name="bench")
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    if debug:
+        os.environ["ICL_AUDIO_DEBUG"] = "1"
+
+
+# Register the commands (these modules import nothing heavy at import time).
+from icl_audio.cli import bench as _bench  # noqa: E402,F401
+from icl_audio.cli import classify as _classify  # noqa: E402,F401
+from icl_audio.cli import support as _support  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: runs the app, turning user errors into one line."""
+    from icl_audio.errors import ICLAudioError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ICL_AUDIO_DEBUG"))
+    try:
+        app(args=argv, standalone_mode=False)
+    except ICLAudioError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer.Exit inside commands
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show(file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 130
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

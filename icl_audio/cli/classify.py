@@ -1,0 +1,1 @@
+"""`icl-audio classify`: rank candidate labels for audio clips."""

@@ -1,0 +1,1 @@
+"""`icl-audio support ...`: build, list, inspect, remove and download support sets."""

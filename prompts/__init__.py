@@ -1,0 +1,1 @@
+"""Prompt templates (TOML files), installed as the data package ``icl_audio.prompts``."""
