@@ -1,0 +1,194 @@
+"""Audio input: any path, bytes or array becomes a float32 mono 16 kHz clip, or a one-line error."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from icl_audio.constants import SAMPLE_RATE
+from icl_audio.errors import AudioError
+
+# One hour of 96 kHz 6-channel float64 is 16 GB: anything longer than this is cropped *while
+# reading* (only the kept window is decoded), so no input can exhaust memory.
+DEFAULT_MAX_SECONDS = 30.0
+
+AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Mapping[str, Any], tuple, "Clip"]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip: float32 mono samples at 16 kHz, and a name for messages and outputs."""
+
+    samples: np.ndarray
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def describe(source: Any) -> str:
+    """A short human name for an audio input (used in errors and outputs)."""
+    if isinstance(source, Clip):
+        return source.source
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array {tuple(source.shape)}>"
+    if isinstance(source, Mapping):
+        return str(source.get("path") or "<array dict>")
+    if isinstance(source, tuple):
+        return "<(array, sampling_rate)>"
+    return f"<{type(source).__name__}>"
+
+
+def load_audio(
+    source: AudioInput,
+    *,
+    sampling_rate: int | None = None,
+    name: str | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> Clip:
+    """Decode ``source`` into a :class:`Clip` (float32, mono, 16 kHz).
+
+    Accepted inputs:
+      - a path (``str`` or ``Path``) to any file soundfile reads: wav, flac, ogg, mp3, aiff, ...;
+      - raw file bytes (``bytes``/``bytearray``) of such a file;
+      - a numpy array of samples, with ``sampling_rate=`` (16 kHz assumed if omitted, like
+        transformers pipelines); shape ``(n,)``, ``(n, channels)`` or ``(channels, n)``;
+      - ``(array, sampling_rate)`` or ``{"array": ..., "sampling_rate": ...}``
+        (``"raw"`` is accepted for ``"array"``);
+      - a :class:`Clip` (returned as is).
+    Multi-channel audio is averaged to mono; other rates are resampled with soxr (high quality).
+    Clips longer than ``max_seconds`` keep their first ``max_seconds`` (as ARCH truncates), with a
+    warning; ``None`` disables the bound. Raises :class:`AudioError` with one line naming the
+    input when it is missing, a directory, unreadable, empty, or holds NaN/inf samples.
+    """
+    if isinstance(source, Clip):
+        return source
+    label = name or describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        samples, rate = _read_file(Path(source), label, max_seconds)
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError(f"{label}: empty audio bytes")
+        samples, rate = _read_soundfile(io.BytesIO(bytes(source)), label, max_seconds)
+    elif isinstance(source, Mapping):
+        array = source.get("array", source.get("raw"))
+        rate = source.get("sampling_rate", sampling_rate)
+        if array is None or rate is None:
+            raise AudioError(f"{label}: a dict input needs 'array' and 'sampling_rate' keys")
+        samples = _as_float_array(array, label)
+    elif isinstance(source, tuple) and len(source) == 2:
+        samples, rate = _as_float_array(source[0], label), source[1]
+    elif isinstance(source, np.ndarray) or _is_tensor(source):
+        samples, rate = _as_float_array(source, label), sampling_rate or SAMPLE_RATE
+    else:
+        raise AudioError(
+            f"{label}: unsupported audio input; expected a path, bytes, a numpy array, "
+            "(array, sampling_rate) or {'array', 'sampling_rate'}"
+        )
+    try:
+        rate = int(rate)
+    except (TypeError, ValueError):
+        raise AudioError(f"{label}: sampling rate must be a positive integer, got {rate!r}") from None
+    if rate <= 0:
+        raise AudioError(f"{label}: sampling rate must be a positive integer, got {rate}")
+    mono = _to_mono(samples, label)
+    if max_seconds is not None and len(mono) > max_seconds * rate:
+        # Arrays given in memory are cropped here; files were already cropped while reading.
+        _warn_crop(label, len(mono) / rate, max_seconds)
+        mono = mono[: int(max_seconds * rate)]
+    return Clip(_finish(mono, rate, label), label)
+
+
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _as_float_array(array: Any, label: str) -> np.ndarray:
+    if _is_tensor(array):
+        array = array.detach().cpu().float().numpy()
+    try:
+        array = np.asarray(array)
+    except Exception:  # noqa: BLE001 - anything not array-like
+        raise AudioError(f"{label}: audio is not an array of numbers") from None
+    if array.dtype.kind in "iu":
+        # Integer PCM: scale to [-1, 1) by the type's range, as soundfile does.
+        info = np.iinfo(array.dtype)
+        scale = float(max(abs(info.min), info.max + 1))
+        offset = (info.max + 1) / 2 if array.dtype.kind == "u" else 0.0
+        return ((array.astype(np.float64) - offset) / scale).astype(np.float32)
+    if array.dtype.kind != "f":
+        raise AudioError(f"{label}: audio samples must be numbers, got dtype {array.dtype}")
+    return array
+
+
+def _read_file(path: Path, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    if not path.exists():
+        raise AudioError(f"{label}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{label}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: empty file")
+    return _read_soundfile(path, label, max_seconds)
+
+
+def _read_soundfile(file: Any, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(file) as f:
+            rate = f.samplerate
+            frames = f.frames
+            if max_seconds is not None and frames > max_seconds * rate:
+                _warn_crop(label, frames / rate, max_seconds)
+                frames = int(max_seconds * rate)
+            samples = f.read(frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise AudioError(f"{label}: cannot read audio ({reason})") from None
+    return samples, rate
+
+
+def _to_mono(samples: np.ndarray, label: str) -> np.ndarray:
+    if samples.size == 0:
+        raise AudioError(f"{label}: zero-length audio (no samples)")
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioError(f"{label}: expected 1-D or 2-D audio, got shape {tuple(samples.shape)}")
+    # soundfile gives (frames, channels); arrays from other libraries are often (channels, frames).
+    if samples.shape[0] < samples.shape[1] and samples.shape[0] <= 16:
+        samples = samples.T
+    return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def _finish(mono: np.ndarray, rate: int, label: str) -> np.ndarray:
+    if mono.size == 0:
+        raise AudioError(f"{label}: zero-length audio (no samples)")
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{label}: audio contains NaN or infinite samples")
+    mono = mono.astype(np.float32, copy=False)
+    if rate != SAMPLE_RATE:
+        import soxr
+
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+        if mono.size == 0:
+            raise AudioError(f"{label}: too short to resample to {SAMPLE_RATE} Hz")
+    return np.ascontiguousarray(mono)
+
+
+def _warn_crop(label: str, seconds: float, max_seconds: float) -> None:
+    warnings.warn(
+        f"{label}: {seconds:.1f} s long, keeping the first {max_seconds:g} s (max_seconds)",
+        stacklevel=4,
+    )
