@@ -34,11 +34,39 @@ from icl_audio.cli import classify as _classify  # noqa: E402,F401
 from icl_audio.cli import support as _support  # noqa: E402,F401
 
 
+def _terminate_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C, so `kill` unwinds through the same clean-up (temp files removed)."""
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread (e.g. called from a test harness thread)
+        pass
+
+
+def _plain_warnings() -> None:
+    """Print our warnings as one `warning: ...` line on stderr (not Python's file:line form)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    # Third-party deprecation chatter is not the user's concern on the command line.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: runs the app, turning user errors into one line."""
     from icl_audio.errors import ICLAudioError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ICL_AUDIO_DEBUG"))
+    _terminate_as_interrupt()
+    _plain_warnings()
     try:
         app(args=argv, standalone_mode=False)
     except ICLAudioError as exc:
