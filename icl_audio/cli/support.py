@@ -196,14 +196,28 @@ def rm(name: str = typer.Argument(...)) -> None:
 def download(
     dataset: str = typer.Argument(..., help="Dataset with a stable public archive (esc50, audiomnist)."),
     to: Path = typer.Option(..., "--to", help="Folder to download and extract into."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive (overrides the built-in one)."),
+    sha256: Optional[str] = typer.Option(None, "--checksum", help="Expected checksum of the archive, 'sha256:HEX' (or a bare SHA-256); pins GitHub zips, which publish none."),
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL instead (a mirror)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download and safely extract a dataset archive (resumable, checksum-verified)."""
-    from icl_audio.cli.render import ProgressBars
+    from icl_audio.cli.render import stderr_console
     from icl_audio.download import download_dataset
 
-    with ProgressBars(enabled=not quiet) as bars:
-        root = download_dataset(dataset, to, progress_factory=bars.bar, url_override=url, sha256=sha256)
+    progress = None
+    if not quiet:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        bar = Progress("downloading", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=stderr_console())
+        task = bar.add_task("download", total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        bar.start()
+    try:
+        root = download_dataset(dataset, to, progress=progress, url_override=url, checksum=sha256)
+    finally:
+        if progress is not None:
+            bar.stop()
     print(f"{dataset} is in {root}; build a support set with: icl-audio support build {dataset} --dataset {dataset} --root {root}")

@@ -1,0 +1,348 @@
+"""Builders of tiny synthetic dataset trees in each ARCH dataset's official layout, for tests.
+
+Each ``make_<dataset>_tree(root, ...)`` writes a handful of short clips (0.3 s, 16 kHz, a
+label-dependent tone plus a little noise, so clips of one class resemble each other) with the
+real file naming and metadata format, and returns the folder to pass to the recipe's
+``prepare``. ``missing=n`` adds n metadata rows whose audio is not written (recipes must skip them).
+Importable from any test: ``from fixtures_datasets import make_esc50_tree``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+SR = 16_000
+SECONDS = 0.3
+
+
+def _freq(label: str) -> float:
+    # Stable per label (not Python's salted hash), spread over 200-3200 Hz.
+    return 200.0 + int(hashlib.sha256(label.encode()).hexdigest()[:6], 16) % 3000
+
+
+def clip(label: str, seed: int = 0, seconds: float = SECONDS, sr: int = SR) -> np.ndarray:
+    """A float32 clip for ``label``: its tone plus seeded noise (same label -> similar clips)."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    tone = 0.3 * np.sin(2 * np.pi * _freq(label) * t + seed)
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(t.size)
+    return (tone + noise).astype(np.float32)
+
+
+def write_clip(path: Path, label: str, seed: int = 0, seconds: float = SECONDS) -> Path:
+    """Write ``clip(label, seed)`` to ``path``; the format follows the suffix (wav, flac, mp3...).
+
+    MP3 needs libsndfile >= 1.1; where it is missing the file gets WAV content under the .mp3 name,
+    which soundfile still reads (it detects formats by content).
+    """
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").upper()
+    if fmt == "MP3" and "MP3" not in sf.available_formats():
+        fmt = "WAV"
+    sf.write(str(path), clip(label, seed, seconds), SR, format=fmt)
+    return path
+
+
+def _csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------- ESC-50
+
+ESC50_CATEGORIES = (("dog", 0), ("chirping_birds", 14), ("car_horn", 43))
+_ESC10 = {"dog", "rooster", "rain", "sea_waves", "crackling_fire", "crying_baby", "sneezing",
+          "clock_tick", "helicopter", "chainsaw"}
+
+
+def make_esc50_tree(root: Path, *, folds: int = 5, categories=ESC50_CATEGORIES, per_fold: int = 1,
+                    missing: int = 0) -> Path:
+    """ESC-50: ``meta/esc50.csv`` + ``audio/{fold}-{src}-{take}-{target}.wav``.
+
+    Writes folds x categories x per_fold clips (default 15); returns ``root``.
+    """
+    rows, n = [], 0
+    for fold in range(1, folds + 1):
+        for category, target in categories:
+            for take in "ABCDEFGH"[:per_fold]:
+                n += 1
+                src = 100000 + n
+                name = f"{fold}-{src}-{take}-{target}.wav"
+                write_clip(root / "audio" / name, category, seed=n)
+                rows.append([name, fold, target, category, category in _ESC10, src, take])
+    for i in range(missing):
+        category, target = categories[0]
+        rows.append([f"1-{900000 + i}-A-{target}.wav", 1, target, category, category in _ESC10, 900000 + i, "A"])
+    _csv(root / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10", "src_file", "take"], rows)
+    return root
+
+
+# ----------------------------------------------------------------------------------- US8K
+
+US8K_CLASSES = ((0, "air_conditioner"), (1, "car_horn"), (3, "dog_bark"))
+
+
+def make_us8k_tree(root: Path, *, folds: int = 10, classes=US8K_CLASSES, missing: int = 0) -> Path:
+    """UrbanSound8K: ``metadata/UrbanSound8K.csv`` + ``audio/fold{n}/{fsID}-{classID}-{occ}-{slice}.wav``.
+
+    One clip per fold and class (default 30); returns ``root``.
+    """
+    rows, n = [], 0
+    for fold in range(1, folds + 1):
+        for class_id, name in classes:
+            n += 1
+            fs_id = 100000 + n
+            fname = f"{fs_id}-{class_id}-0-0.wav"
+            write_clip(root / "audio" / f"fold{fold}" / fname, name, seed=n)
+            rows.append([fname, fs_id, 0.0, 0.3, 1, fold, class_id, name])
+    for i in range(missing):
+        class_id, name = classes[0]
+        rows.append([f"{900000 + i}-{class_id}-0-0.wav", 900000 + i, 0.0, 4.0, 1, 1, class_id, name])
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    _csv(root / "metadata" / "UrbanSound8K.csv",
+         ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"], rows)
+    return root
+
+
+# ----------------------------------------------------------------------------------- FSD50K
+
+_DOG = "Bark,Dog,Domestic_animals_and_pets,Animal"
+_GUITAR = "Electric_guitar,Guitar,Plucked_string_instrument,Musical_instrument,Music"
+_SPEECH = "Male_speech_and_man_speaking,Speech,Human_voice"
+FSD50K_DEV = ((64760, _GUITAR, "train"), (16399, _DOG, "train"), (16401, _DOG, "train"),
+              (37199, _SPEECH, "train"), (175151, _GUITAR, "val"), (253463, _DOG, "val"))
+FSD50K_EVAL = ((37, _SPEECH), (38, _DOG), (39, _GUITAR))
+
+
+def make_fsd50k_tree(root: Path, *, missing: int = 0) -> Path:
+    """FSD50K: ``FSD50K.ground_truth/{dev,eval}.csv`` + ``FSD50K.{dev,eval}_audio/{fname}.wav``.
+
+    Six dev clips (4 train, 2 val) and three eval clips, multi-label; returns ``root``.
+    """
+    def mids(labels: str) -> str:
+        return ",".join(f"/m/{hashlib.md5(x.encode()).hexdigest()[:5]}" for x in labels.split(","))
+
+    dev = []
+    for fname, labels, split in FSD50K_DEV:
+        write_clip(root / "FSD50K.dev_audio" / f"{fname}.wav", labels, seed=fname)
+        dev.append([fname, labels, mids(labels), split])
+    for i in range(missing):
+        dev.append([990000 + i, _DOG, mids(_DOG), "train"])
+    ev = []
+    for fname, labels in FSD50K_EVAL:
+        write_clip(root / "FSD50K.eval_audio" / f"{fname}.wav", labels, seed=fname)
+        ev.append([fname, labels, mids(labels)])
+    _csv(root / "FSD50K.ground_truth" / "dev.csv", ["fname", "labels", "mids", "split"], dev)
+    _csv(root / "FSD50K.ground_truth" / "eval.csv", ["fname", "labels", "mids"], ev)
+    return root
+
+
+# ----------------------------------------------------------------------------------- VIVAE
+
+def make_vivae_tree(root: Path, *, speakers=(1, 2, 3), emotions=("achievement", "anger", "fear"),
+                    intensities=("low",), reps: int = 1) -> Path:
+    """VIVAE: ``full_set/S{speaker:02d}_{emotion}_{intensity}_{n:02d}.wav`` (default 9 clips); returns ``root``."""
+    n = 0
+    for s in speakers:
+        for emo in emotions:
+            for inten in intensities:
+                for r in range(1, reps + 1):
+                    n += 1
+                    write_clip(root / "full_set" / f"S{s:02d}_{emo}_{inten}_{r:02d}.wav", emo, seed=n)
+    return root
+
+
+# ----------------------------------------------------------------------------------- FMA-small
+
+FMA_GENRES = ("Hip-Hop", "Rock", "Folk", "Electronic")
+
+
+def fma_track_ids(n: int) -> list[int]:
+    """The track ids make_fma_small_tree uses: spread over several thousand-folders."""
+    return [2 + 997 * i for i in range(n)]
+
+
+def make_fma_small_tree(root: Path, *, layout: str = "nested", genres=FMA_GENRES, per_genre: int = 3,
+                        missing: int = 0) -> Path:
+    """FMA-small: ``fma_metadata/tracks.csv`` + mp3s in ``fma_small/``.
+
+    layout: "nested" (official: ``fma_small/{id//1000:03d}/{id:06d}.mp3``) or "flat"
+    (``fma_small/{id:06d}.mp3``). tracks.csv has the real two-row header (plus the "track_id"
+    row), a quoted title with a comma and a newline, one track without genre_top and one of the
+    "medium" subset (both with audio, both to be ignored). Returns ``root``.
+    """
+    if layout not in ("nested", "flat"):
+        raise ValueError("layout must be 'nested' or 'flat'")
+    audio = root / "fma_small"
+
+    def mp3(tid: int) -> Path:
+        return audio / f"{tid // 1000:03d}" / f"{tid:06d}.mp3" if layout == "nested" else audio / f"{tid:06d}.mp3"
+
+    ids = fma_track_ids(len(genres) * per_genre + 2 + missing)
+    rows = []
+    for i, genre in enumerate(g for g in genres for _ in range(per_genre)):
+        tid = ids[i]
+        write_clip(mp3(tid), genre, seed=tid)
+        rows.append([tid, f'Album {i}, "vol. 1"\nreissue', f"Artist {i}", "training", "small", genre, f"Song {i}"])
+    k = len(genres) * per_genre
+    write_clip(mp3(ids[k]), "none", seed=1)
+    rows.append([ids[k], "", "Nobody", "training", "small", "", "No genre"])
+    write_clip(mp3(ids[k + 1]), genres[0], seed=2)
+    rows.append([ids[k + 1], "", "Bigger", "training", "medium", genres[0], "Medium only"])
+    for j in range(missing):
+        rows.append([ids[k + 2 + j], "", "Gone", "test", "small", genres[0], "Not downloaded"])
+    meta = root / "fma_metadata" / "tracks.csv"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    audio.mkdir(parents=True, exist_ok=True)
+    with meta.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["", "album", "artist", "set", "set", "track", "track"])
+        w.writerow(["", "title", "name", "split", "subset", "genre_top", "title"])
+        w.writerow(["track_id", "", "", "", "", "", ""])
+        w.writerows(rows)
+    return root
+
+
+# ----------------------------------------------------------------------------------- Medley-solos-DB
+
+MEDLEY_INSTRUMENTS = ((0, "clarinet"), (1, "distorted electric guitar"), (4, "piano"))
+
+
+def make_medley_solos_db_tree(root: Path, *, instruments=MEDLEY_INSTRUMENTS, per_subset: int = 1,
+                              missing: int = 0, audio_subdir: str = "audio") -> Path:
+    """Medley-solos-DB: ``Medley-solos-DB_metadata.csv`` + ``{audio_subdir}/Medley-solos-DB_{subset}-{id}_{uuid4}.wav``.
+
+    per_subset clips per instrument in each of training / validation / test (default 9); returns ``root``.
+    """
+    rows, n = [], 0
+    audio = root / audio_subdir if audio_subdir else root
+    for subset in ("training", "validation", "test"):
+        for inst_id, inst in instruments:
+            for _ in range(per_subset):
+                n += 1
+                u = str(uuid.uuid5(uuid.NAMESPACE_URL, f"medley-{n}"))
+                write_clip(audio / f"Medley-solos-DB_{subset}-{inst_id}_{u}.wav", inst, seed=n)
+                rows.append([subset, inst, inst_id, 100 + n, u])
+    for i in range(missing):
+        inst_id, inst = instruments[0]
+        rows.append(["training", inst, inst_id, 999, str(uuid.uuid5(uuid.NAMESPACE_URL, f"gone-{i}"))])
+    _csv(root / "Medley-solos-DB_metadata.csv", ["subset", "instrument", "instrument_id", "song_id", "uuid4"], rows)
+    return root
+
+
+# ----------------------------------------------------------------------------------- RAVDESS
+
+def make_ravdess_tree(root: Path, *, actors=(1, 2, 7, 13, 19, 24), emotions=("01", "03", "05", "08"),
+                      statements=(1,)) -> Path:
+    """RAVDESS: ``Actor_{AA}/03-01-{EE}-01-{SS}-01-{AA}.wav`` (audio-only speech, default 24 clips); returns root."""
+    n = 0
+    for a in actors:
+        for e in emotions:
+            for s in statements:
+                n += 1
+                write_clip(root / f"Actor_{a:02d}" / f"03-01-{e}-01-{s:02d}-01-{a:02d}.wav", e, seed=n)
+    return root
+
+
+# ----------------------------------------------------------------------------------- AudioMNIST
+
+def make_audiomnist_tree(root: Path, *, speakers=(12, 26, 28, 36, 43), digits=(0, 1, 2), reps=(0,)) -> Path:
+    """AudioMNIST: ``data/{speaker:02d}/{digit}_{speaker:02d}_{rep}.wav`` + ``data/audioMNIST_meta.txt``.
+
+    Default speakers are one per ARCH fold (15 clips); returns ``root``.
+    """
+    n = 0
+    meta = {}
+    for s in speakers:
+        meta[f"{s:02d}"] = {"accent": "german", "age": "30", "gender": "male", "native speaker": "no",
+                            "origin": "Europe, Germany, Berlin", "recordingdate": "17-06-22-11-04-28",
+                            "recordingroom": "Kino"}
+        for d in digits:
+            for r in reps:
+                n += 1
+                write_clip(root / "data" / f"{s:02d}" / f"{d}_{s:02d}_{r}.wav", str(d), seed=n)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "audioMNIST_meta.txt").write_text(json.dumps(meta, indent=4), encoding="utf-8")
+    return root
+
+
+# ----------------------------------------------------------------------------------- SLURP
+
+SLURP_INTENTS = (("alarm_set", "wake me up at five am"), ("weather_query", "is it raining"),
+                 ("play_music", "play some jazz"))
+
+
+def make_slurp_tree(root: Path, *, layout: str = "flat", recordings: int = 2, missing: int = 0) -> Path:
+    """SLURP: ``{train,devel,test}.jsonl`` + ``slurp_real/*.flac``.
+
+    layout: "flat" (jsonl files beside ``slurp_real/``) or "repo" (``dataset/slurp/*.jsonl`` and
+    ``audio/slurp_real/``, plus a train_synthetic.jsonl / slurp_synth that must be ignored).
+    One line per intent and split, each with ``recordings`` real recordings (default 18 items);
+    ``missing`` extra recordings per split are listed without audio. Returns ``root``.
+    """
+    if layout not in ("flat", "repo"):
+        raise ValueError("layout must be 'flat' or 'repo'")
+    jdir = root if layout == "flat" else root / "dataset" / "slurp"
+    adir = root / "slurp_real" if layout == "flat" else root / "audio" / "slurp_real"
+    jdir.mkdir(parents=True, exist_ok=True)
+    adir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for split in ("train", "devel", "test"):
+        lines = []
+        for i, (intent, sentence) in enumerate(SLURP_INTENTS):
+            n += 1
+            recs = []
+            for r in range(recordings):
+                name = f"audio-{1490000000 + 10 * n + r}{'-headset' if r % 2 else ''}.flac"
+                write_clip(adir / name, intent, seed=10 * n + r)
+                recs.append({"file": name, "wer": 0.0, "ent_wer": 0.0, "status": "correct"})
+            if i == 0:
+                recs += [{"file": f"audio-gone-{split}-{j}.flac", "wer": 0.0, "ent_wer": 0.0, "status": "correct"}
+                         for j in range(missing)]
+            scenario, action = intent.split("_", 1)
+            lines.append(json.dumps({"slurp_id": n, "sentence": sentence, "sentence_annotation": sentence,
+                                     "intent": intent, "action": action, "tokens": [], "scenario": scenario,
+                                     "recordings": recs, "entities": []}))
+        (jdir / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if layout == "repo":
+        synth = root / "audio" / "slurp_synth" / "audio-synth-1.flac"
+        write_clip(synth, "synthetic", seed=99)
+        (jdir / "train_synthetic.jsonl").write_text(json.dumps(
+            {"slurp_id": 999, "sentence": "x", "intent": "alarm_query",
+             "recordings": [{"file": synth.name}]}) + "\n", encoding="utf-8")
+    return root
+
+
+# ----------------------------------------------------------------------------------- EMOVO
+
+EMOVO_SPEAKERS = ("f1", "f2", "f3", "m1", "m2", "m3")
+
+
+def make_emovo_tree(root: Path, *, speakers=EMOVO_SPEAKERS, emotions=("dis", "gio", "pau"),
+                    sentences=("b1",)) -> Path:
+    """EMOVO: ``EMOVO/{speaker}/{emo}-{speaker}-{sentence}.wav`` (default 18 clips); returns ``root``."""
+    n = 0
+    for s in speakers:
+        for e in emotions:
+            for sent in sentences:
+                n += 1
+                write_clip(root / "EMOVO" / s / f"{e}-{s}-{sent}.wav", e, seed=n)
+    return root
+
+
+#: Registry name -> builder, so a test can build any dataset by recipe name.
+BUILDERS = {
+    "esc50": make_esc50_tree, "us8k": make_us8k_tree, "fsd50k": make_fsd50k_tree, "vivae": make_vivae_tree,
+    "fma-small": make_fma_small_tree, "medley-solos-db": make_medley_solos_db_tree, "ravdess": make_ravdess_tree,
+    "audiomnist": make_audiomnist_tree, "slurp": make_slurp_tree, "emovo": make_emovo_tree,
+}
