@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from icl_audio.cli import bench_app
+from icl_audio.recipes import RECIPES, get_recipe  # stdlib only: `icl-audio --help` stays fast
 
 
 @bench_app.command("speed")
@@ -43,3 +47,122 @@ def codec(
         from icl_audio.cli.render import print_mapping
 
         print_mapping("codec speed", result)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
+
+# Kept in step with icl_audio.bench.arch.METHODS, which imports numpy and so is not imported here.
+ALL_METHODS = "icl,knn,majority,random-label,icl-random-demos"
+
+
+class _BenchGroup(TyperGroup):
+    """`icl-audio bench NAME`: dataset aliases ("ESC-50") find their command; an unknown name is one line."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name and not name.startswith("-") and name not in self.commands:
+            from icl_audio.errors import SupportSetError
+
+            try:
+                args = [get_recipe(name).name, *args[1:]]
+            except SupportSetError:
+                others = ", ".join(c for c in self.commands if c not in RECIPES)
+                raise SupportSetError(
+                    f"unknown dataset or bench command {name!r} (datasets: {', '.join(RECIPES)}; commands: {others})"
+                ) from None
+        return super().resolve_command(ctx, args)
+
+
+bench_app.info.cls = _BenchGroup
+
+
+def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Optional[str], limit: Optional[int],
+                      methods: str, model: str, codec: str, out: Optional[Path], device: str, seed: int,
+                      protocol: Optional[str], as_json: bool, quiet: bool) -> None:
+    """Run one dataset's bench (torchrun-aware) and print its summary (rank 0 only)."""
+    from icl_audio.bench.arch import BenchConfig, run_bench
+    from icl_audio.bench.distributed import from_env
+    from icl_audio.bench.report import jsonable, print_summary
+    from icl_audio.cli.render import ProgressBars, stderr_console
+
+    dist = from_env()
+    cfg = BenchConfig(dataset=dataset, root=root, ks=k, modes=mode, folds=folds, limit=limit, methods=methods,
+                      model=model, codec=codec, out=out, device=device, seed=seed, protocol=protocol)
+    try:
+        with ProgressBars(enabled=not quiet and dist.is_main) as bars:
+            outcome = run_bench(cfg, dist=dist, progress_factory=bars.bar)
+    finally:
+        dist.stop()
+    if outcome.results is None:
+        return
+    stderr_console().print(
+        f"{outcome.computed} predictions computed, {outcome.reused} reused from earlier runs; results in {outcome.out}",
+        markup=False, highlight=False,
+    )
+    if as_json:
+        print(json.dumps(jsonable(outcome.results), ensure_ascii=False))
+    else:
+        print_summary(outcome.results)
+
+
+def _dataset_command(dataset: str):
+    recipe = RECIPES[dataset]
+
+    def command(
+        root: Path = typer.Option(..., "--root", help=f"The {recipe.title or dataset} folder, in its official layout ({recipe.layout})."),
+        k: str = typer.Option("0,1,4,8", "--k", help="Demonstration counts, comma-separated (0 = zero-shot)."),
+        mode: str = typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
+        folds: Optional[str] = typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
+        methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ") + "."),
+        model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
+        codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
+        out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default bench-results/{dataset})."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),
+        protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS)."),
+        as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    ) -> None:
+        run_dataset_bench(dataset, root=root, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
+                          codec=codec, out=out, device=device, seed=seed, protocol=protocol, as_json=as_json, quiet=quiet)
+
+    command.__doc__ = (
+        f"ARCH benchmark on {recipe.title or dataset}: in-context learning beside k-NN, majority and random baselines "
+        f"(resumable; scales out under torchrun)."
+    )
+    command.__name__ = f"bench_{dataset.replace('-', '_')}"
+    return command
+
+
+for _name in RECIPES:
+    bench_app.command(_name)(_dataset_command(_name))
+
+
+@bench_app.command("suite")
+def suite(
+    config: Path = typer.Argument(..., help="A TOML file: [datasets] name = \"/path\", plus shared settings."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (overrides the file's `out`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the suite results as JSON instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the bench on every dataset of CONFIG and print one table beside the X-Codec paper's linear probes."""
+    from icl_audio.bench.distributed import from_env
+    from icl_audio.bench.report import jsonable
+    from icl_audio.bench.suite import load_suite, print_suite, run_suite
+    from icl_audio.cli.render import ProgressBars
+
+    dist = from_env()
+    spec = load_suite(config, out=out)
+    try:
+        with ProgressBars(enabled=not quiet and dist.is_main) as bars:
+            result = run_suite(spec, dist=dist, progress_factory=bars.bar)
+    finally:
+        dist.stop()
+    if result is None:
+        return
+    if as_json:
+        print(json.dumps(jsonable(result), ensure_ascii=False))
+    else:
+        print_suite(result)

@@ -1,0 +1,215 @@
+"""`bench suite`: run the ARCH bench over several datasets from one TOML file, beside the X-Codec paper's probes."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from icl_audio.bench import report
+from icl_audio.bench.arch import BenchConfig, BenchError, run_bench, validate
+from icl_audio.bench.distributed import Dist
+
+#: X-Codec paper (Table 5): linear probes on frozen features, trained on each dataset's full
+#: training split; accuracy, or mAP for FSD50K and MTT, in %. A different protocol from ours.
+PAPER_LINEAR_PROBES: dict[str, dict[str, float]] = {
+    "DAC": {"ESC-50": 27.65, "US8K": 45.16, "FSD50K": 7.08, "VIVAE": 30.80, "FMA": 38.50, "MTT": 27.69, "IRMAS": 30.33,
+            "MS-DB": 51.79, "RAVDESS": 37.50, "A-MNIST": 73.59, "SLURP": 7.72, "EMOVO": 23.46},
+    "Encodec": {"ESC-50": 30.60, "US8K": 64.47, "FSD50K": 8.63, "VIVAE": 31.59, "FMA": 39.5, "MTT": 26.57, "IRMAS": 28.16,
+                "MS-DB": 64.47, "RAVDESS": 31.60, "A-MNIST": 78.71, "SLURP": 8.44, "EMOVO": 25.51},
+    "HuBERT-general-audio": {"ESC-50": 69.95, "US8K": 74.87, "FSD50K": 34.27, "VIVAE": 48.35, "FMA": 64.50, "MTT": 43.35,
+                             "IRMAS": 49.80, "MS-DB": 74.09, "RAVDESS": 69.10, "A-MNIST": 99.43, "SLURP": 21.27, "EMOVO": 35.03},
+    "X-Codec": {"ESC-50": 69.85, "US8K": 75.37, "FSD50K": 34.05, "VIVAE": 49.40, "FMA": 64.63, "MTT": 42.95, "IRMAS": 52.24,
+                "MS-DB": 75.63, "RAVDESS": 68.40, "A-MNIST": 99.48, "SLURP": 21.65, "EMOVO": 35.20},
+}
+#: Our recipe name -> the paper's column.
+PAPER_COLUMNS = {
+    "esc50": "ESC-50", "us8k": "US8K", "fsd50k": "FSD50K", "vivae": "VIVAE", "fma-small": "FMA",
+    "medley-solos-db": "MS-DB", "ravdess": "RAVDESS", "audiomnist": "A-MNIST", "slurp": "SLURP", "emovo": "EMOVO",
+}
+PROBE_MODEL = "X-Codec"
+PROTOCOL_NOTE = (
+    f"{PROBE_MODEL} linear probe: published number (X-Codec paper, Table 5) for a linear classifier trained on "
+    "frozen codec features over the full training split -- a different protocol. Our columns are in-context "
+    "learning with k retrieved demonstrations and no training, and its baselines on the same retrieval."
+)
+
+# Settings a suite file may give at top level (shared) or per dataset; key -> BenchConfig field.
+_SETTINGS = {"k": "ks", "mode": "modes", "modes": "modes", "methods": "methods", "limit": "limit", "model": "model",
+             "codec": "codec", "device": "device", "seed": "seed", "folds": "folds", "protocol": "protocol"}
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A parsed suite file: one BenchConfig per dataset, and the suite's output folder."""
+
+    configs: tuple[BenchConfig, ...]
+    out: Path
+    source: Path
+
+
+def _setting(cfg: BenchConfig, key: str, value: Any, where: str) -> BenchConfig:
+    field = _SETTINGS.get(key)
+    if field is None:
+        raise BenchError(f"{where}: unknown setting {key!r} (known: root, out, {', '.join(sorted(_SETTINGS))})")
+    if field in ("ks", "modes", "methods", "folds") and isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if field in ("ks", "modes", "methods", "folds") and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return replace(cfg, **{field: value})
+
+
+def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
+    """Read a suite TOML file. Accepted shape::
+
+        k = [0, 1, 4, 8]           # shared settings, all optional: k, mode, methods, limit, model,
+        limit = 200                #   codec, device, seed, folds, protocol, out
+        out = "bench-results"
+        [datasets]
+        esc50 = "/data/ESC-50-master"                    # name = root
+        fsd50k = { root = "/data/FSD50K", limit = 100 }  # or a table: root + per-dataset settings
+
+    Relative roots and ``out`` are taken relative to the file. Every config is validated here,
+    so a typo fails before the first dataset runs.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"suite file {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"suite file {path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"suite file {path}: invalid TOML ({exc})") from None
+    from icl_audio.recipes import get_recipe
+
+    base_dir = path.resolve().parent
+    datasets = data.pop("datasets", None)
+    if not isinstance(datasets, dict) or not datasets:
+        raise BenchError(f"suite file {path}: needs a [datasets] table, e.g. esc50 = \"/data/ESC-50-master\"")
+    file_out = data.pop("out", None)
+    if out is not None:
+        suite_out = Path(out)
+    elif file_out is not None:
+        if not isinstance(file_out, str):
+            raise BenchError(f"suite file {path}: out must be a folder path (a string)")
+        suite_out = Path(file_out).expanduser()
+        suite_out = suite_out if suite_out.is_absolute() else base_dir / suite_out
+    else:
+        suite_out = Path("bench-results")
+    configs = []
+    for name, entry in datasets.items():
+        recipe = get_recipe(name)
+        where = f"suite file {path}, [datasets] {name}"
+        if isinstance(entry, str):
+            entry = {"root": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("root"), str):
+            raise BenchError(f"{where}: give the dataset folder, e.g. {name} = \"/data/{name}\" or {{ root = \"...\" }}")
+        root = Path(entry["root"]).expanduser()
+        cfg = BenchConfig(dataset=recipe.name, root=root if root.is_absolute() else base_dir / root,
+                          out=Path(suite_out) / recipe.name)
+        for key, value in data.items():
+            cfg = _setting(cfg, key, value, f"suite file {path}")
+        for key, value in entry.items():
+            if key != "root":
+                cfg = _setting(cfg, key, value, where)
+        validate(cfg)
+        configs.append(cfg)
+    return SuiteSpec(tuple(configs), Path(suite_out), path)
+
+
+def headline(results: Mapping[str, Any]) -> dict[str, Any]:
+    """One dataset's row: the primary metric of icl (best k/mode), knn (best k), majority, random-label."""
+    metric = results["metrics"][0]
+
+    def best(method: str) -> dict[str, Any] | None:
+        entries = [e for e in results["summary"] if e["method"] == method and _num(e.get(f"{metric}_mean")) is not None]
+        if not entries:
+            return None
+        top = max(entries, key=lambda e: e[f"{metric}_mean"])
+        return {"value": top[f"{metric}_mean"], "std": top.get(f"{metric}_std"), "k": top["k"], "mode": top["mode"]}
+
+    paper = PAPER_COLUMNS.get(results["dataset"])
+    return {
+        "dataset": results["dataset"],
+        "title": results["title"],
+        "metric": metric,
+        "folds": results["config"]["folds"],
+        "icl": best("icl"),
+        "icl-random-demos": best("icl-random-demos"),
+        "knn": best("knn"),
+        "majority": best("majority"),
+        "random-label": best("random-label"),
+        "paper_linear_probe": PAPER_LINEAR_PROBES[PROBE_MODEL].get(paper) if paper else None,
+    }
+
+
+def _num(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and value == value else None
+
+
+def run_suite(spec: SuiteSpec, *, dist: Dist | None = None, progress_factory=None) -> dict[str, Any] | None:
+    """Run every dataset of ``spec`` in turn; rank 0 writes suite.json / suite.md and returns the rows."""
+    dist = dist or Dist()
+    rows = []
+    for cfg in spec.configs:
+        outcome = run_bench(cfg, dist=dist, progress_factory=progress_factory)
+        if outcome.results is not None:
+            rows.append(headline(outcome.results))
+    if not dist.is_main:
+        return None
+    result = {"suite": str(spec.source), "probe_model": PROBE_MODEL, "note": PROTOCOL_NOTE, "rows": rows,
+              "paper_linear_probes": PAPER_LINEAR_PROBES}
+    report.write_atomic(spec.out / "suite.json", json.dumps(report.jsonable(result), indent=2, ensure_ascii=False) + "\n")
+    header, grid = suite_grid(result)
+    md = [f"# ARCH suite: in-context learning beside the {PROBE_MODEL} paper's linear probes", "",
+          "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in grid]
+    md += ["", f"- {PROTOCOL_NOTE}", "- icl / knn: the best k (and mode) among those run, chosen on the evaluated folds "
+           "themselves (an optimistic pick; results.md of each dataset has every k).",
+           "- metric: accuracy, or mAP (macro) for multi-label datasets; in %, mean over folds."]
+    report.write_atomic(spec.out / "suite.md", "\n".join(md) + "\n")
+    return result
+
+
+def _fmt(entry: Mapping[str, Any] | None, show_k: bool = True) -> str:
+    if entry is None or _num(entry.get("value")) is None:
+        return "-"
+    where = []
+    if show_k and entry.get("k") is not None:
+        where.append(f"k={entry['k']}")
+    if show_k and entry.get("mode"):
+        where.append(entry["mode"])
+    return f"{100 * entry['value']:.1f}" + (f" ({', '.join(where)})" if where else "")
+
+
+def suite_grid(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The suite table: one row per dataset, our methods then the paper's probe (different protocol, marked †)."""
+    header = ["dataset", "metric", "icl (best k)", "icl random demos", "knn (best k)", "majority", "random label",
+              f"{PROBE_MODEL} linear probe †"]
+    grid = []
+    for row in result["rows"]:
+        paper = row.get("paper_linear_probe")
+        grid.append([
+            row["title"], report.METRIC_TITLES[row["metric"]], _fmt(row["icl"]), _fmt(row["icl-random-demos"]),
+            _fmt(row["knn"]), _fmt(row["majority"], False), _fmt(row["random-label"], False),
+            f"{paper:.2f}" if paper is not None else "-",
+        ])
+    return header, grid
+
+
+def print_suite(result: Mapping[str, Any], file=None) -> None:
+    """Print the suite table on stdout, the protocol difference spelled out under it."""
+    from rich.table import Table
+
+    console = report._console(file)
+    header, grid = suite_grid(result)
+    table = Table(title="ARCH suite (%): in-context learning and baselines vs published linear probes",
+                  caption="† " + PROTOCOL_NOTE, caption_justify="left")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i < 2 else "right")
+    for row in grid:
+        table.add_row(*row)
+    console.print(table)
