@@ -40,6 +40,7 @@ class Prediction:
     demos_used: int = 0
     cropped: bool = False
     logprobs: tuple[float, ...] = field(default=(), repr=False)  # the scorer's raw scores, same order
+    decided: tuple[str, ...] = ()  # the labels the decision rule keeps (multi-label: prob >= 0.5)
 
     @property
     def label(self) -> str:
@@ -75,10 +76,10 @@ def retrieve(support: "SupportSet", query_embeddings: np.ndarray, k: int, *, bal
     """
     if not balanced_labels:
         return support.index.search(query_embeddings, k)
-    from icl_audio.scoring import balanced_selection
+    from icl_audio.scoring import select_balanced
 
     rows = support.index.search(query_embeddings, len(support))
-    return [balanced_selection(row, [support.labels[n.index] for n in row], balanced_labels, k) for row in rows]
+    return [[row[i] for i in select_balanced([support.labels[n.index] for n in row], balanced_labels, k)] for row in rows]
 
 
 class ICLClassifier:
@@ -277,6 +278,8 @@ class ICLClassifier:
 
         support = self._fitted()
         demos = [Demo(support.codes[n.index], support.label_text(n.index)) for n in neighbours]
+        from icl_audio.scoring import decide
+
         scores: LabelScores = self.scorer.score(demos, query_codes, labels)
         order = np.argsort(-np.asarray(scores.probs), kind="stable")
         used = neighbours[: scores.demos_used]
@@ -289,6 +292,7 @@ class ICLClassifier:
             demos_used=scores.demos_used,
             cropped=scores.cropped,
             logprobs=tuple(float(scores.logprobs[i]) for i in order),
+            decided=decide(scores),
         )
 
     def predict_proba(self, audios: Sequence[AudioInput]) -> np.ndarray:
@@ -306,9 +310,7 @@ class ICLClassifier:
         preds = self.classify(audios)
         if not self._fitted().multi_label:
             return [p.label for p in preds]
-        from icl_audio.scoring import decide_multi_label
-
-        return [tuple(decide_multi_label(p.labels, p.scores)) for p in preds]
+        return [p.decided for p in preds]
 
     def __call__(self, audio: AudioInput | Sequence[AudioInput], candidate_labels: Sequence[str] | None = None, top_k: int | None = None):
         """Pipeline-style call: one clip -> ``[{"label", "score"}, ...]`` best first; a list -> a list of those."""

@@ -524,11 +524,13 @@ def resolve_support(
     path = Path(spec).expanduser()
     if path.is_dir() or (path.suffix.lower() == ".csv" and path.is_file()):
         items = recipes.from_folder(path) if path.is_dir() else recipes.from_csv(path)
+        # Load the models before the progress bar starts: a missing model is then one clean line.
+        codec, lm = classifier.codec_model, classifier.lm
         progress = progress_factory(len(items), "encoding support clips") if progress_factory else None
         return build_support_set(
             items,
-            classifier.codec_model,
-            classifier.lm,
+            codec,
+            lm,
             cache=classifier.cache,
             progress=progress,
             max_seconds=classifier.max_seconds,

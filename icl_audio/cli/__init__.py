@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     _terminate_as_interrupt()
     _plain_warnings()
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False, click returns the code of a `typer.Exit(n)` instead of exiting.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except ICLAudioError as exc:
         if debug:
             raise
