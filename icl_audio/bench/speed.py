@@ -1,0 +1,186 @@
+"""Scorer speed bench: the shared-prefix engine vs one forward over the prompt and vs naive per-label forwards."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+# The 50 ESC-50 classes, written with spaces as a support set would name them.
+ESC50_LABELS = (
+    "dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow",
+    "rain", "sea waves", "crackling fire", "crickets", "chirping birds", "water drops", "wind",
+    "pouring water", "toilet flush", "thunderstorm", "crying baby", "sneezing", "clapping", "breathing",
+    "coughing", "footsteps", "laughing", "brushing teeth", "snoring", "drinking sipping",
+    "door wood knock", "mouse click", "keyboard typing", "door wood creaks", "can opening",
+    "washing machine", "vacuum cleaner", "clock alarm", "clock tick", "glass breaking",
+    "helicopter", "chainsaw", "siren", "car horn", "engine", "train", "church bells", "airplane",
+    "fireworks", "hand saw",
+)
+CLIP_TOKENS = 250  # a 5 s clip at 50 tokens/s
+NAIVE_TIMED = 3  # naive per-label forwards actually timed; the rest is extrapolated
+
+
+def _labels(n: int) -> list[str]:
+    out = list(ESC50_LABELS[:n])
+    i = 2
+    while len(out) < n:  # more than 50: numbered variants, still multi-token texts
+        out.extend(f"{lab} {i}" for lab in ESC50_LABELS[: n - len(out)])
+        i += 1
+    return out
+
+
+def _prompt(lm: Any, labels: list[str], k: int, seed: int = 0):
+    from icl_audio.prompt import Demo, PromptBuilder
+
+    rng = np.random.default_rng(seed)
+    n_codes = lm.layout.n_speech
+    demos = [Demo(rng.integers(0, n_codes, CLIP_TOKENS), labels[i % len(labels)]) for i in range(k)]
+    query = rng.integers(0, n_codes, CLIP_TOKENS)
+    return PromptBuilder(lm, "default").build(demos, query, labels, mode="direct", max_context=2048)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _flops_ratio(config: Any, n_prompt: int, n_trie: int, n_rows: int) -> float:
+    """Engine / one-forward arithmetic (multiply-adds), from the shapes alone: what the timing ratio
+    would be if every matmul ran equally fast. Noise-free evidence next to the measured ratio."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    hd, heads, kv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    per_token = layers * (2 * h * heads * hd + 2 * h * kv * hd + 3 * h * inter)  # q,o + k,v + MLP
+    attn = layers * heads * hd * 2  # QK and PV per (query, key) pair
+    causal = attn * n_prompt * (n_prompt + 1) // 2
+    head = h * config.vocab_size
+    a = n_prompt * per_token + causal + head
+    b = (n_prompt + n_trie) * per_token + causal + attn * n_trie * (n_prompt + n_trie) + n_rows * head
+    return b / a
+
+
+def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
+    """Time scoring at the real Llasa-1B shape (random weights, bf16 where the CPU has it, CPU).
+
+    ``labels``: candidate labels (ESC-50 names; beyond 50, numbered variants). ``k``: demonstrations of
+    250 audio tokens each, plus a 250-token query. Measures (a) one forward over the prompt (logits at
+    the last position only), (b) the engine scoring all labels, (c) naive full forwards per label
+    (``NAIVE_TIMED`` timed, extrapolated to all). (a) and (b) alternate ``reps`` times;
+    ``overhead_ratio`` is the median of the per-round ratios b/a (each pair ran seconds apart, under
+    the same load), ``flops_ratio`` the same ratio in arithmetic, from the shapes alone. ``max_abs_diff`` compares
+    engine and naive over all labels in fp32 on a smaller model with the same vocabulary and prompt.
+    Returns a flat dict (JSON-ready).
+    """
+    import torch
+
+    from icl_audio.llm import build_random_lm
+    from icl_audio.scoring import engine_plan, loglikelihood, loglikelihood_naive
+
+    if labels < 1 or k < 0:
+        raise ValueError("labels must be >= 1 and k >= 0")
+    names = _labels(labels)
+    load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: reported with the timings
+
+    _log("building a random model of the Llasa-1B shape ...")
+    t0 = time.perf_counter()
+    lm = build_random_lm()  # hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 193,800, tied
+    build_s = time.perf_counter() - t0
+    prompt = _prompt(lm, names, k)
+    prefix = list(prompt.prefix)
+    targets = list(prompt.targets)
+    model = lm.model
+    shape = model.config
+    ids = torch.tensor([prefix])
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    _log(f"prompt {len(prefix)} tokens, {labels} labels; warming up ...")
+    with torch.inference_mode():
+        head(decoder(input_ids=ids[:, :128], use_cache=False).last_hidden_state[0, -1:])
+    loglikelihood(lm, prefix[:128], targets[:2])
+
+    def forward_once(decoder=decoder, head=head):
+        # The fastest plain way to get next-token logits over the prompt: decoder, then the head on
+        # the last position only, given as a 2-D input (HF's own forward passes it 3-D, which on CPU in
+        # bf16 copies the whole 193,800 x 2048 head per call: ~5 s, and would flatter the engine).
+        with torch.inference_mode():
+            head(decoder(input_ids=ids, use_cache=False).last_hidden_state[0, -1:])
+
+    engine_result: list = []
+
+    def engine_once(lm=lm):
+        engine_result[:] = loglikelihood(lm, prefix, targets)
+
+    times_a: list[float] = []
+    times_b: list[float] = []
+    for r in range(reps):
+        _log(f"(a) one forward over the prompt, (b) engine over {labels} labels: round {r + 1}/{reps} ...")
+        times_a.append(_timed(forward_once))
+        times_b.append(_timed(engine_once))
+    # The machine may be shared: what other processes do changes the speed of a whole round by 2x
+    # or more. Each (a, b) pair ran seconds apart, so the median of the per-pair ratios is the
+    # estimate least moved by that; the medians of a and b are reported alongside.
+    paired = sorted(tb / ta for ta, tb in zip(times_a, times_b))
+    a, b = float(np.median(times_a)), float(np.median(times_b))
+    n_naive = min(NAIVE_TIMED, labels)
+    _log(f"(c) naive, {n_naive} labels timed ...")
+    naive_result: list = []
+    t0 = time.perf_counter()
+    naive_result[:] = loglikelihood_naive(lm, prefix, targets[:n_naive])
+    c = (time.perf_counter() - t0) / n_naive * labels
+    bf16_diff = max(abs(x[0] - y[0]) for x, y in zip(engine_result[:n_naive], naive_result))
+    dtype = str(lm.dtype).replace("torch.", "")
+    del lm, model, decoder, head, forward_once, engine_once  # free the 2.7 GB model before the next
+
+    _log("exactness: fp32, smaller model, all labels ...")
+    small = build_random_lm(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2, intermediate_size=1024,
+                            head_dim=32, dtype="float32", seed=1)
+    exact = loglikelihood(small, prefix, targets)
+    naive = loglikelihood_naive(small, prefix, targets)
+    max_abs_diff = max(abs(x[0] - y[0]) for x, y in zip(exact, naive))
+
+    label_tokens = [len(t.ids) for t in targets]
+    plan = engine_plan(targets)
+    flops = _flops_ratio(shape, len(prefix), plan["trie_tokens"], plan["head_rows"])
+    return {
+        "prompt_tokens": len(prefix),
+        "labels": labels,
+        "k": k,
+        "scored_tokens_per_label": round(float(np.mean(label_tokens)), 2),
+        "trie_tokens": plan["trie_tokens"],
+        "head_rows": plan["head_rows"],
+        "flops_ratio": round(flops, 4),
+        "forward_seconds_median": round(a, 3),
+        "engine_seconds_median": round(b, 3),
+        "naive_seconds": round(c, 2),
+        "naive_labels_timed": n_naive,
+        "naive_extrapolated": n_naive < labels,
+        "overhead_ratio": round(float(np.median(paired)), 4),
+        "overhead_ratio_best_times": round(min(times_b) / min(times_a), 4),
+        "reps": reps,
+        "forward_seconds_each": [round(x, 3) for x in times_a],
+        "engine_seconds_each": [round(x, 3) for x in times_b],
+        "naive_speedup": round(c / b, 2),  # naive (extrapolated) / median engine time
+        "max_abs_diff": float(f"{max_abs_diff:.3g}"),
+        "max_abs_diff_model": "fp32 hidden 256, 4 layers, vocab 193,800",
+        "bf16_engine_vs_naive_diff": float(f"{bf16_diff:.3g}"),
+        "seconds_per_query": round(b, 3),  # median engine time: one query, all labels
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "model_build_seconds": round(build_s, 1),
+        "loadavg_1min_start": load_start,
+        "loadavg_1min_end": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+

@@ -1,0 +1,292 @@
+"""Tests of the LLM stage: Llasa layout, the debug build, loading errors, labels as plain text."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from icl_audio.constants import DEBUG_CODEBOOK_SIZE, LLASA_SPECIAL_TOKENS, speech_token
+from icl_audio.errors import ModelError
+
+MARKUP_STRINGS = list(LLASA_SPECIAL_TOKENS) + [
+    "<|s_0|>", "<|s_5|>", "<|s_255|>", "<|s_256|>", "<|begin_of_text|>", "<|eot_id|>", "<|", "|>", "<|s_",
+]
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# --------------------------------------------------------------------------------------------
+# layout
+
+
+def test_debug_layout(debug_lm):
+    lm = debug_lm
+    tok = lm.tokenizer
+    layout = lm.layout
+    assert layout.n_speech == DEBUG_CODEBOOK_SIZE
+    assert layout.first_speech_id == tok.convert_tokens_to_ids("<|s_0|>")
+    for c in (0, 1, 17, DEBUG_CODEBOOK_SIZE - 1):
+        assert tok.convert_tokens_to_ids(speech_token(c)) == layout.first_speech_id + c
+    # The eight Llasa specials, in order, right before <|s_0|>, as in the real tokenizer.
+    ids = [layout.special_ids[t] for t in LLASA_SPECIAL_TOKENS]
+    assert ids == list(range(layout.first_speech_id - 8, layout.first_speech_id))
+    assert layout.first_speech_id + layout.n_speech == len(tok)
+    assert lm.model.get_input_embeddings().num_embeddings == len(tok)
+    assert lm.model.config.tie_word_embeddings
+    assert type(lm.model).__name__ == "LlamaForCausalLM"
+    assert str(lm.dtype) == "torch.float32"
+    assert lm.model_id == "debug"
+
+
+def test_to_ids(debug_lm):
+    layout = debug_lm.layout
+    codes = np.array([0, 5, DEBUG_CODEBOOK_SIZE - 1], dtype=np.int16)
+    assert layout.to_ids(codes).tolist() == [layout.first_speech_id + c for c in (0, 5, DEBUG_CODEBOOK_SIZE - 1)]
+    assert layout.to_ids(np.zeros(0, dtype=np.int64)).tolist() == []
+    with pytest.raises(ModelError) as exc:
+        layout.to_ids(np.array([DEBUG_CODEBOOK_SIZE]))
+    assert "do not match" in _one_line(exc)
+    with pytest.raises(ModelError):
+        layout.to_ids(np.array([-1]))
+    with pytest.raises(ModelError):
+        layout.to_ids(np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(ModelError):
+        layout.to_ids(np.array([0.5]))
+
+
+class _FakeTokenizer:
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def get_vocab(self):
+        return dict(self.vocab)
+
+
+def _fake_vocab(n_speech=4, gap_at=None, drop=None):
+    vocab = {f"t{i}": i for i in range(10)}
+    nxt = 10
+    for t in LLASA_SPECIAL_TOKENS:
+        if t != drop:
+            vocab[t] = nxt
+        nxt += 1
+    for c in range(n_speech):
+        if c == gap_at:
+            nxt += 1
+        vocab[speech_token(c)] = nxt
+        nxt += 1
+    return vocab
+
+
+def test_read_layout_checks():
+    from icl_audio.llm import read_layout
+
+    layout = read_layout(_FakeTokenizer(_fake_vocab()), "fake")
+    assert (layout.first_speech_id, layout.n_speech) == (18, 4)
+    with pytest.raises(ModelError) as exc:
+        read_layout(_FakeTokenizer(_fake_vocab(gap_at=2)), "gappy")
+    assert "gappy is not a Llasa model" in _one_line(exc) and "<|s_2|>" in str(exc.value)
+    with pytest.raises(ModelError) as exc:
+        read_layout(_FakeTokenizer(_fake_vocab(drop="<|SPEECH_GENERATION_END|>")), "nospecial")
+    assert "<|SPEECH_GENERATION_END|>" in _one_line(exc)
+    with pytest.raises(ModelError) as exc:
+        read_layout(_FakeTokenizer({"a": 0, "b": 1}), "plain")
+    assert "plain is not a Llasa model: no <|s_0|> speech tokens" in _one_line(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# debug build
+
+
+def _digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_debug_build_is_deterministic(tmp_path, monkeypatch):
+    from icl_audio.llm import ensure_debug_model
+
+    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path / "a"))
+    a = ensure_debug_model()
+    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path / "b"))
+    b = ensure_debug_model()
+    assert a != b and a.name == b.name == "debug-llasa"
+    assert _digest(a) == _digest(b)
+    # No temporary build folders are left behind.
+    assert [p.name for p in a.parent.iterdir()] == ["debug-llasa"]
+
+
+def test_debug_build_reused_and_repaired(tmp_path, monkeypatch):
+    from icl_audio.llm import ensure_debug_model
+
+    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path))
+    folder = ensure_debug_model()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert ensure_debug_model() == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    (folder / "icl_audio_debug.json").unlink()  # e.g. a build interrupted by hand
+    (folder / "model.safetensors").write_bytes(b"broken")
+    folder = ensure_debug_model()
+    assert (folder / "icl_audio_debug.json").is_file()
+    assert (folder / "model.safetensors").stat().st_size > 1000
+
+
+def test_debug_loads_through_folder_path(debug_lm):
+    import torch
+
+    from icl_audio.llm import ensure_debug_model, load_lm
+
+    folder = ensure_debug_model()
+    lm = load_lm(str(folder), device="cpu", dtype="float32")
+    assert (lm.layout.first_speech_id, lm.layout.n_speech) == (debug_lm.layout.first_speech_id, debug_lm.layout.n_speech)
+    assert dict(lm.layout.special_ids) == dict(debug_lm.layout.special_ids)
+    assert lm.revision.startswith("local-")
+    ids = torch.tensor([[1, 2, 3, debug_lm.layout.first_speech_id]])
+    with torch.inference_mode():
+        assert torch.equal(lm.model(input_ids=ids).logits, debug_lm.model(input_ids=ids).logits)
+
+
+def test_random_lm_real_layout_ids():
+    from icl_audio.llm import build_llasa_tokenizer, read_layout
+
+    # The padding puts specials and speech tokens at Llasa's real ids (checked on a smaller scale).
+    tok = build_llasa_tokenizer(300, vocab_size=2000)
+    layout = read_layout(tok, "t")
+    assert len(tok) == 2000
+    assert layout.first_speech_id == 2000 - 300
+    assert layout.special_ids["<|TEXT_GENERATION_START|>"] == 2000 - 300 - 8
+
+
+# --------------------------------------------------------------------------------------------
+# loading errors
+
+
+def _save_plain_llama(folder: Path) -> Path:
+    """A tiny Llama with a plain byte-level tokenizer: no speech tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_tokens(list(pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, bos_token_id=None, eos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_refuses_model_without_layout(tmp_path):
+    from icl_audio.llm import load_lm
+
+    folder = _save_plain_llama(tmp_path / "plain-llama")
+    with pytest.raises(ModelError) as exc:
+        load_lm(str(folder), device="cpu")
+    msg = _one_line(exc)
+    assert "is not a Llasa model: no <|s_0|> speech tokens" in msg and "plain-llama" in msg
+
+
+def test_missing_model_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    from icl_audio.llm import load_lm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(ModelError) as exc:
+        load_lm("llasa-1b", device="cpu")  # alias of HKUSTAudio/Llasa-1B
+    msg = _one_line(exc)
+    assert "HKUSTAudio/Llasa-1B" in msg
+    assert str(tmp_path / "hf-cache") in msg
+    assert "--model /path/to/folder" in msg and "huggingface-cli download HKUSTAudio/Llasa-1B" in msg
+
+
+def test_missing_folder(tmp_path):
+    from icl_audio.llm import load_lm
+
+    with pytest.raises(ModelError) as exc:
+        load_lm(str(tmp_path / "no" / "such" / "model"), device="cpu")
+    assert "does not exist" in _one_line(exc)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError) as exc:
+        load_lm(str(tmp_path / "empty"), device="cpu")
+    assert "no config.json" in _one_line(exc)
+
+
+def test_device_and_dtype_errors():
+    import torch
+
+    from icl_audio.llm import cpu_has_fast_bf16, load_lm, resolve_dtype
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError) as exc:
+            load_lm("debug", device="cuda")
+        assert "CUDA is not available" in _one_line(exc)
+    with pytest.raises(ModelError):
+        load_lm("debug", device="tpu")
+    cpu = torch.device("cpu")
+    assert resolve_dtype(None, cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    assert resolve_dtype("fp32", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ModelError):
+        resolve_dtype("int3", cpu)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
+def test_int8_without_bitsandbytes():
+    from icl_audio.llm import load_lm
+
+    with pytest.raises(ModelError) as exc:
+        load_lm("debug", device="cpu", int8=True)
+    assert 'pip install "icl-audio[int8]"' in _one_line(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# labels as plain text
+
+
+def _check_plain(lm, text: str) -> list[int]:
+    ids = lm.text_ids(text)
+    assert all(lm.is_text_id(i) for i in ids), (text, ids)
+    assert not set(ids) & lm.forbidden_text_ids
+    assert lm.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == text
+    return ids
+
+
+@pytest.mark.parametrize("text", MARKUP_STRINGS + ["dog <|s_5|> cat", "<|SPEECH_GENERATION_END|><|s_1|>", "x<|eot_id|>"])
+def test_markup_in_labels_stays_text(debug_lm, text):
+    ids = _check_plain(debug_lm, text)
+    assert debug_lm.layout.special_ids.get(text) not in ids
+    assert ids  # never swallowed
+
+
+@pytest.mark.parametrize("text", ["dog", " dog", "crackling fire", "Hello, World!", "héllo 日本語 🎵", "a\nb\tc", "  "])
+def test_plain_text_matches_tokenizer(debug_lm, text):
+    # Without markup inside, the result is exactly what the tokenizer itself produces.
+    assert _check_plain(debug_lm, text) == debug_lm.tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_text_ids_edge_cases(debug_lm):
+    assert debug_lm.text_ids("") == []
+    with pytest.raises(TypeError):
+        debug_lm.text_ids(b"dog")
+
+
+_texts = st.lists(st.one_of(st.text(max_size=12), st.sampled_from(MARKUP_STRINGS)), max_size=6).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_texts)
+def test_text_ids_property(debug_lm, text):
+    _check_plain(debug_lm, text)
