@@ -23,7 +23,6 @@ ESC50_LABELS = (
     "fireworks", "hand saw",
 )
 CLIP_TOKENS = 250  # a 5 s clip at 50 tokens/s
-NAIVE_TIMED = 3  # naive per-label forwards actually timed; the rest is extrapolated
 
 
 def _labels(n: int) -> list[str]:
@@ -75,9 +74,9 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
     ``labels``: candidate labels (ESC-50 names; beyond 50, numbered variants). ``k``: demonstrations of
     250 audio tokens each, plus a 250-token query. Measures (a) one forward over the prompt (logits at
     the last position only), (b) the engine scoring all labels, (c) naive full forwards per label
-    (``NAIVE_TIMED`` timed, extrapolated to all). (a) and (b) alternate ``reps`` times;
-    ``overhead_ratio`` is the median of the per-round ratios b/a (each pair ran seconds apart, under
-    the same load), ``flops_ratio`` the same ratio in arithmetic, from the shapes alone. ``max_abs_diff`` compares
+    (one label timed per round, times the number of labels). Each of ``reps`` rounds runs a, b, c
+    back to back; ``overhead_ratio`` and ``naive_speedup`` are medians of the per-round ratios b/a
+    and c/b; ``flops_ratio`` is b/a in arithmetic, from the shapes alone. ``max_abs_diff`` compares
     engine and naive over all labels in fp32 on a smaller model with the same vocabulary and prompt.
     Returns a flat dict (JSON-ready).
     """
@@ -120,24 +119,30 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
     def engine_once(lm=lm):
         engine_result[:] = loglikelihood(lm, prefix, targets)
 
+    # The machine may be shared: what other processes do changes the speed of a whole round by 2x
+    # or more. So (a), (b) and one naive label (c) run back to back in each round, and the ratios are
+    # taken within a round (same load), then their median over the rounds.
     times_a: list[float] = []
     times_b: list[float] = []
+    times_c: list[float] = []
+    naive_result: dict[int, tuple[float, int]] = {}
     for r in range(reps):
-        _log(f"(a) one forward over the prompt, (b) engine over {labels} labels: round {r + 1}/{reps} ...")
-        times_a.append(_timed(forward_once))
-        times_b.append(_timed(engine_once))
-    # The machine may be shared: what other processes do changes the speed of a whole round by 2x
-    # or more. Each (a, b) pair ran seconds apart, so the median of the per-pair ratios is the
-    # estimate least moved by that; the medians of a and b are reported alongside.
-    paired = sorted(tb / ta for ta, tb in zip(times_a, times_b))
-    a, b = float(np.median(times_a)), float(np.median(times_b))
-    n_naive = min(NAIVE_TIMED, labels)
-    _log(f"(c) naive, {n_naive} labels timed ...")
-    naive_result: list = []
-    t0 = time.perf_counter()
-    naive_result[:] = loglikelihood_naive(lm, prefix, targets[:n_naive])
-    c = (time.perf_counter() - t0) / n_naive * labels
-    bf16_diff = max(abs(x[0] - y[0]) for x, y in zip(engine_result[:n_naive], naive_result))
+        _log(f"round {r + 1}/{reps}: (a) one forward over the prompt, (b) engine over {labels} labels, "
+             f"(c) naive forward for one label ...")
+        if r % 2:  # alternate the order, so that neither always runs right after the naive forward
+            times_b.append(_timed(engine_once))
+            times_a.append(_timed(forward_once))
+        else:
+            times_a.append(_timed(forward_once))
+            times_b.append(_timed(engine_once))
+        i = r % labels
+        t0 = time.perf_counter()
+        naive_result[i] = loglikelihood_naive(lm, prefix, targets[i:i + 1])[0]
+        times_c.append((time.perf_counter() - t0) * labels)  # extrapolated to all labels
+    overhead = float(np.median([tb / ta for ta, tb in zip(times_a, times_b)]))
+    speedup = float(np.median([tc / tb for tb, tc in zip(times_b, times_c)]))
+    a, b, c = (float(np.median(t)) for t in (times_a, times_b, times_c))
+    bf16_diff = max(abs(engine_result[i][0] - v[0]) for i, v in naive_result.items())
     dtype = str(lm.dtype).replace("torch.", "")
     del lm, model, decoder, head, forward_once, engine_once  # free the 2.7 GB model before the next
 
@@ -161,15 +166,16 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
         "flops_ratio": round(flops, 4),
         "forward_seconds_median": round(a, 3),
         "engine_seconds_median": round(b, 3),
-        "naive_seconds": round(c, 2),
-        "naive_labels_timed": n_naive,
-        "naive_extrapolated": n_naive < labels,
-        "overhead_ratio": round(float(np.median(paired)), 4),
+        "naive_seconds_median": round(c, 2),
+        "naive_labels_timed": len(naive_result),
+        "naive_extrapolated": len(naive_result) < labels,
+        "overhead_ratio": round(overhead, 4),
         "overhead_ratio_best_times": round(min(times_b) / min(times_a), 4),
         "reps": reps,
         "forward_seconds_each": [round(x, 3) for x in times_a],
         "engine_seconds_each": [round(x, 3) for x in times_b],
-        "naive_speedup": round(c / b, 2),  # naive (extrapolated) / median engine time
+        "naive_seconds_each": [round(x, 1) for x in times_c],
+        "naive_speedup": round(speedup, 2),
         "max_abs_diff": float(f"{max_abs_diff:.3g}"),
         "max_abs_diff_model": "fp32 hidden 256, 4 layers, vocab 193,800",
         "bf16_engine_vs_naive_diff": float(f"{bf16_diff:.3g}"),
