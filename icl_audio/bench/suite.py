@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-import tomllib
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from icl_audio.bench import report
 from icl_audio.bench.arch import BenchConfig, BenchError, run_bench, validate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 from icl_audio.bench.distributed import Dist
 
 #: X-Codec paper (Table 5): linear probes on frozen features, trained on each dataset's full
