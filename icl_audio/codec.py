@@ -20,6 +20,7 @@ from icl_audio import paths
 from icl_audio.constants import DEBUG_CODEBOOK_SIZE, DEBUG_NAME, DEFAULT_CODEC, SAMPLE_RATE
 from icl_audio.errors import AudioError, ModelError
 from icl_audio.features import PREPROCESSING_VERSION, n_codes, padded_length
+from icl_audio.hub import looks_like_path, quiet_transformers, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -498,31 +499,6 @@ class _FastAcousticEncoder:
 # Loading
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
-    """The torch device for ``device``: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
-
-    Raises ModelError when CUDA is asked for and not available, or for an unknown name.
-    """
-    import torch
-
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError as exc:
-            raise ModelError(f"invalid device {device!r}: {exc}") from None
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-
-
 def load_codec(
     name: str = DEFAULT_CODEC,
     *,
@@ -559,7 +535,7 @@ def load_codec(
             model = _from_pretrained(str(local), revision=None, label=f"codec folder {str(local)!r}")
             # The content hash identifies a folder's model: moving or copying it keeps cached codes valid.
             model_id, rev, identity = str(local.resolve()), folder_revision(local), "local-folder"
-        elif _looks_like_path(name):
+        elif looks_like_path(name):
             raise ModelError(
                 f"codec folder {name!r} does not exist; pass --codec with a folder holding config.json "
                 "and model.safetensors, or a hub id"
@@ -570,11 +546,6 @@ def load_codec(
     model = model.to(dev).eval()
     return Codec(model, model_id=model_id, revision=rev, device=dev, precision=precision,
                  max_seconds=max_seconds, crop=crop, identity=identity)
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else with a separator or a leading ./~ is a path.
-    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
 
 
 def _check_folder(folder: Path) -> None:
@@ -590,27 +561,6 @@ def _check_folder(folder: Path) -> None:
         raise ModelError(f"codec folder {str(folder)!r} holds a {model_type!r} model, not an XCodec2 codec")
 
 
-class _quiet_transformers:
-    """Silence transformers' progress bars and info chatter while loading (stderr is for our progress)."""
-
-    def __enter__(self):
-        from transformers.utils import logging as hf_logging
-
-        self.bars = hf_logging.is_progress_bar_enabled()
-        self.level = hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        return self
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity(self.level)
-        if self.bars:
-            hf_logging.enable_progress_bar()
-        return False
-
-
 def _from_pretrained(source: str, *, revision: str | None, label: str, local_only: bool = True):
     """``Xcodec2Model.from_pretrained`` with its hub, file and format errors turned into one-line ModelErrors."""
     import torch
@@ -621,7 +571,7 @@ def _from_pretrained(source: str, *, revision: str | None, label: str, local_onl
     if revision:
         kwargs["revision"] = revision
     try:
-        with warnings.catch_warnings(), _quiet_transformers():
+        with warnings.catch_warnings(), quiet_transformers():
             warnings.simplefilter("ignore")
             model = Xcodec2Model.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
@@ -809,7 +759,7 @@ def build_debug_codec(folder: Path) -> Path:
         model.quantizer.project_in.weight.copy_(weight.float())
         model.quantizer.project_in.bias.copy_(bias.float())
     folder.mkdir(parents=True)
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(folder)
     (folder / _DEBUG_MARKER).write_text(json.dumps({"version": DEBUG_BUILD_VERSION}))
     return folder

@@ -26,6 +26,7 @@ from icl_audio.constants import (
     speech_token,
 )
 from icl_audio.errors import ModelError
+from icl_audio.hub import looks_like_path, quiet_transformers, resolve_device
 
 # Llama-3's own special tokens (the subset the debug tokenizer carries). Looked up by name, never by id.
 LLAMA3_SPECIAL_TOKENS = (
@@ -265,22 +266,6 @@ def read_layout(tokenizer: Any, where: str) -> SpeechLayout:
 # device and dtype
 
 
-def _resolve_device(device: str):
-    import torch
-
-    if not isinstance(device, str):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"device {device!r} was asked for but CUDA is not available (torch {torch.__version__})")
-        return torch.device(device)
-    raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
-
-
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 beats fp32 ~4x."""
     import torch
@@ -474,7 +459,7 @@ def ensure_debug_model() -> Path:
         config = llasa_config(tokenizer, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                               intermediate_size=128)
         model = _random_model(config, seed=_DEBUG_SEED, dtype=torch.float32)
-        with _quiet_progress(True):
+        with quiet_transformers():
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _DEBUG_MARKER).write_text(json.dumps(_debug_marker(), sort_keys=True))
@@ -496,25 +481,6 @@ def ensure_debug_model() -> Path:
 # loading
 
 
-@contextlib.contextmanager
-def _quiet_progress(quiet: bool):
-    """Hide transformers' progress bars (for the tiny debug model they are only noise)."""
-    enabled = False
-    if quiet:
-        try:
-            from transformers.utils import logging as hf_logging
-
-            enabled = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()
-        except Exception:  # an older/newer transformers without these helpers: bars stay
-            enabled = False
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _offline() -> bool:
     try:
         from huggingface_hub import constants
@@ -533,10 +499,6 @@ def _hf_cache_dir() -> str:
         return str(constants.HF_HUB_CACHE)
     except Exception:
         return "~/.cache/huggingface/hub"
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+", name)
 
 
 def _folder_revision(folder: Path) -> str:
@@ -585,7 +547,7 @@ def _resolve_source(name: str) -> tuple[Path, str, str]:
         return candidate, str(candidate), _folder_revision(candidate)
     if candidate.is_file():
         raise ModelError(f"model path {candidate} is a file: give the folder holding config.json and the weights")
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelError(f"model folder {candidate} does not exist (give a folder, a hub id such as {DEFAULT_LLM}, "
                          f"or 'debug')")
     folder = _fetch_snapshot(name, None)
@@ -607,7 +569,7 @@ def load_lm(name: str = DEFAULT_LLM, *, device: str = "auto", int8: bool = False
     """
     import torch
 
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     if int8:
         import importlib.util
 
@@ -636,7 +598,7 @@ def load_lm(name: str = DEFAULT_LLM, *, device: str = "auto", int8: bool = False
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": str(torch_device)}
     try:
-        with _quiet_progress(model_id == DEBUG_NAME):
+        with quiet_transformers() if model_id == DEBUG_NAME else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from icl_audio import paths
+from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
 from icl_audio.errors import AudioError, CacheError, SupportSetError
 
 if TYPE_CHECKING:
@@ -542,23 +543,11 @@ def resolve_support(
         raise SupportSetError(
             f"support set {spec!r} is not built yet; build it once with: "
             f"icl-audio support build {spec} --dataset {spec} --root /path/to/{spec}"
-            + (f" --model {classifier.model}" if classifier.model != _default_model() else "")
-            + (f" --codec {classifier.codec}" if classifier.codec != _default_codec() else "")
+            + (f" --model {classifier.model}" if classifier.model != DEFAULT_LLM else "")
+            + (f" --codec {classifier.codec}" if classifier.codec != DEFAULT_CODEC else "")
         )
     if path.exists():
         raise SupportSetError(f"{spec}: not a folder of labelled sub-folders nor a .csv file")
     built = [m["name"] for m in list_support_sets() if "error" not in m]
     hint = f"stored sets: {', '.join(built)}" if built else "no sets are stored yet (`icl-audio support build`)"
     raise SupportSetError(f"{spec}: no such folder, CSV file or stored support set ({hint})")
-
-
-def _default_model() -> str:
-    from icl_audio.constants import DEFAULT_LLM
-
-    return DEFAULT_LLM
-
-
-def _default_codec() -> str:
-    from icl_audio.constants import DEFAULT_CODEC
-
-    return DEFAULT_CODEC

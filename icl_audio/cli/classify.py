@@ -64,8 +64,8 @@ def classify(
 
     # A stored set fixes the model and codec it was built with: its embeddings and codes only
     # make sense with those.
-    stored = not Path(support).expanduser().exists() and support_store.exists(support) if support_store.NAME_PATTERN.match(support) else False
-    if stored:
+    # A path wins over a stored set of the same name (resolve_support tries paths first too).
+    if not Path(support).expanduser().exists() and support_store.exists(support):
         set_model, set_codec = support_store.stored_models(support)
         for flag, given, built in (("--model", model, set_model), ("--codec", codec, set_codec)):
             if given is not None and given != built:
