@@ -168,6 +168,90 @@ class _TreeAttention:
         return False
 
 
+# The last decoder layer, run only on the rows the LM head reads. A layer's output at a position
+# feeds later layers only through its keys and values, and after the last layer there are none: so
+# there, every position still needs its keys and values (the rows read attend to them), but the
+# query projection, attention, output projection and MLP (~96% of a layer) run on the read rows only
+# (93 of 1,390 at ESC-50 scale: ~6% of the pass saved). Same submodules, same arithmetic per row.
+_LLAMA_PARTS = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
+
+
+def _prunable(layer: Any) -> bool:
+    import sys
+
+    attn = getattr(layer, "self_attn", None)
+    return (all(hasattr(layer, part) for part in _LLAMA_PARTS)
+            and all(hasattr(attn, proj) for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling", "layer_idx"))
+            and hasattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb"))
+
+
+class _ReadRowsOnly:
+    """Context manager: the decoder's last layer computes (and returns) only ``rows`` of its input.
+
+    ``rows`` index the positions of the pass. The decoder's ``last_hidden_state`` then has
+    ``len(rows)`` positions, in that order. Models without Llama's layer layout run in full and the
+    rows are selected afterwards (:attr:`pruned` says which happened).
+    """
+
+    def __init__(self, decoder: Any, rows: list[int]):
+        self.layer = decoder.layers[-1]
+        self.rows = rows
+        self.pruned = _prunable(self.layer)
+
+    def __enter__(self):
+        if self.pruned:
+            self.layer.forward = self._forward  # an instance attribute: nn.Module.__call__ finds it first
+        return self
+
+    def __exit__(self, *exc):
+        if self.pruned:
+            del self.layer.forward
+        return False
+
+    def _forward(self, hidden_states, attention_mask=None, position_embeddings=None, past_key_values=None,
+                 icl_split=None, **kwargs):
+        import sys
+
+        import torch
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        layer, attn = self.layer, self.layer.self_attn
+        rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        rows = torch.tensor(self.rows, device=hidden_states.device)
+        batch, n = hidden_states.shape[:2]
+        normed = layer.input_layernorm(hidden_states)
+        cos, sin = position_embeddings
+        # keys and values of every position; queries of the read rows only
+        q = attn.q_proj(normed[:, rows]).view(batch, len(self.rows), -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+        q, _ = rotary(q, q, cos[:, rows], sin[:, rows])
+        _, k = rotary(k, k, cos, sin)
+        if past_key_values is not None:  # later passes attend to these keys: store them as the full layer would
+            k, v = past_key_values.update(k, v, attn.layer_idx)
+        mask = self._mask(attention_mask, icl_split, k.shape[2], q.dtype, q.device)
+        out, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        hidden = hidden_states[:, rows] + attn.o_proj(out.reshape(batch, len(self.rows), -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def _mask(self, attention_mask: Any, split: int | None, n_keys: int, dtype: Any, device: Any):
+        import torch
+
+        if split is None:
+            if attention_mask is not None:  # a pass against the prompt's cache: the mask covers every position
+                return attention_mask[:, :, self.rows]
+            split = n_keys  # a plain causal pass (no trie): every position is the prompt's
+        # the packed pass: positions < split are the prompt (causal, prompt keys only); later ones
+        # are trie nodes, whose mask rows (given from the split on) say which keys they see
+        mask = torch.full((1, 1, len(self.rows), n_keys), float("-inf"), dtype=dtype, device=device)
+        for r, pos in enumerate(self.rows):
+            if pos < split:
+                mask[0, 0, r, :pos + 1] = 0.0
+            else:
+                mask[0, 0, r] = attention_mask[0, 0, pos - split]
+        return mask
+
+
 def _rowwise_logsumexp(logits: Any) -> Any:
     """fp32 logsumexp of each row of a (rows, vocab) tensor in any dtype.
 
@@ -297,14 +381,17 @@ def loglikelihood(model: Any, prefix_ids: Sequence[int], continuations: Sequence
     pair_tokens: list[int] = []
     pair_target: list[int] = []
 
-    def collect(chunk: list[int], paths: dict[int, list[int]], node_hidden: Any) -> None:
-        # Keep the hidden states of the trie nodes that predict a scored token; record (row, token) pairs.
+    def needed_nodes(chunk: list[int], paths: dict[int, list[int]]) -> list[int]:
+        # The trie nodes whose next-token distribution scores some token (a scored token's predecessor).
+        return sorted({paths[i][j - 1] for i in chunk
+                       for j in range(max(1, targets[i].score_from), len(targets[i].ids))})
+
+    def collect(chunk: list[int], paths: dict[int, list[int]], needed: list[int], needed_hidden: Any) -> None:
+        # Keep the hidden states of the needed nodes (given in ``needed`` order); record (row, token) pairs.
         nonlocal n_rows
-        needed = sorted({paths[i][j - 1] for i in chunk
-                         for j in range(max(1, targets[i].score_from), len(targets[i].ids))})
         node_row: dict[int, int] = {}
         if needed:
-            hidden_rows.append(node_hidden[torch.tensor(needed, device=node_hidden.device)])
+            hidden_rows.append(needed_hidden)
             node_row = {node: n_rows + r for r, node in enumerate(needed)}
             n_rows += len(needed)
         for i in chunk:
@@ -313,6 +400,15 @@ def loglikelihood(model: Any, prefix_ids: Sequence[int], continuations: Sequence
                 pair_rows.append(0 if j == 0 else node_row[paths[i][j - 1]])
                 pair_tokens.append(t.ids[j])
                 pair_target.append(i)
+
+    def run(rows: list[int], **inputs: Any) -> tuple[Any, Any]:
+        # One decoder pass whose last layer computes only ``rows``: (their final hidden states, cache).
+        with _ReadRowsOnly(decoder, rows) as last:
+            out = decoder(**inputs)
+        hidden = out.last_hidden_state[0]
+        if not last.pruned:
+            hidden = hidden[torch.tensor(rows, device=hidden.device)]
+        return hidden, out.past_key_values
 
     with torch.inference_mode(), _TreeAttention(hf):
         #   input     [ p0 ... pP-1 | trie nodes of chunk 0 ]
@@ -327,31 +423,33 @@ def loglikelihood(model: Any, prefix_ids: Sequence[int], continuations: Sequence
         if n:
             kwargs = {"attention_mask": _trie_mask(trie, n_prefix, dtype, device), "icl_split": n_prefix}
         positions = torch.tensor([list(range(n_prefix)) + [n_prefix + d for d in trie.depth]], device=device)
-        out = decoder(input_ids=torch.tensor([prefix + trie.tokens], device=device), position_ids=positions,
-                      use_cache=more, **kwargs)
-        hidden = out.last_hidden_state[0]
-        hidden_rows.append(hidden[n_prefix - 1:n_prefix])
+        needed = needed_nodes(first, paths)
+        hidden, cache = run([n_prefix - 1] + [n_prefix + node for node in needed],
+                            input_ids=torch.tensor([prefix + trie.tokens], device=device), position_ids=positions,
+                            use_cache=more, **kwargs)
+        hidden_rows.append(hidden[:1])
         n_rows = 1
-        collect(first, paths, hidden[n_prefix:])
-        kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in _cache_tensors(out.past_key_values)] if more else []
-        del out, hidden
+        collect(first, paths, needed, hidden[1:])
+        kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in _cache_tensors(cache)] if more else []
+        del hidden, cache
 
         for chunk in chunks[1:]:
             trie = _Trie()
             paths = {i: trie.insert(targets[i].ids[:-1]) for i in chunk}
             n = len(trie.tokens)
-            if not n:  # continuations of one token: all predicted from the prompt's last position
-                collect(chunk, paths, None)
+            needed = needed_nodes(chunk, paths)
+            if not n or not needed:  # continuations of one token: all predicted from the prompt's last position
+                collect(chunk, paths, [], None)
                 continue
-            mask = _trie_mask(trie, n_prefix, dtype, device)
-            node_hidden = decoder(
+            node_hidden, _ = run(
+                needed,
                 input_ids=torch.tensor([trie.tokens], device=device),
                 position_ids=(torch.tensor([trie.depth], dtype=torch.long) + n_prefix).to(device),
-                attention_mask=mask,
+                attention_mask=_trie_mask(trie, n_prefix, dtype, device),
                 past_key_values=_prefix_cache(kv),
                 use_cache=True,
-            ).last_hidden_state[0]
-            collect(chunk, paths, node_hidden)
+            )
+            collect(chunk, paths, needed, node_hidden)
             del node_hidden
 
         results = [(0.0, 0)] * len(targets)

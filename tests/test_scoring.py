@@ -49,12 +49,13 @@ def test_exact_vs_full_forward(setup):
         assert abs(score - _full_forward(lm, prefix, cont)) < 1e-3
 
 
-def test_exact_vs_naive_with_scored_tail(setup):
+@pytest.mark.parametrize("max_batch_tokens", [40, 512])  # 40: one continuation per pass, on the prompt's cache
+def test_exact_vs_naive_with_scored_tail(setup, max_batch_tokens):
     lm, prefix, conts = setup
     rng = np.random.default_rng(1)
     audio = lm.layout.to_ids(rng.integers(0, 256, 30)).tolist()
     targets = [Target(tuple(c[:-1]) + tuple(audio), len(c) - 1) for c in conts]  # channel-like
-    got = loglikelihood(lm, prefix, targets)
+    got = loglikelihood(lm, prefix, targets, max_batch_tokens=max_batch_tokens)
     ref = loglikelihood_naive(lm, prefix, targets)
     for (s, n), (r, m), t in zip(got, ref, targets):
         assert n == m == 30
@@ -85,6 +86,31 @@ def test_engine_edge_cases(setup):
     # A bare Hugging Face model is accepted too, and the model's attention setting is restored.
     assert loglikelihood(lm.model, prefix, conts[:1]) == loglikelihood(lm, prefix, conts[:1])
     assert lm.model.config._attn_implementation == "sdpa"
+
+
+def test_last_layer_reads_only_needed_rows(setup, monkeypatch):
+    """The last layer runs on the rows the head reads (Llama layout); without that layout, the full
+    layer runs and the rows are picked afterwards; both give the same scores, and the layer is restored."""
+    from icl_audio import scoring
+
+    lm, prefix, conts = setup
+    last = lm.model.get_decoder().layers[-1]
+    assert scoring._prunable(last)
+    seen = []
+    hook = last.mlp.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    try:
+        pruned = loglikelihood(lm, prefix, conts)
+        rows = seen[-1]
+        monkeypatch.setattr(scoring, "_prunable", lambda layer: False)
+        full = loglikelihood(lm, prefix, conts)
+        full_rows = seen[-1]
+    finally:
+        hook.remove()
+    assert "forward" not in vars(last)
+    trie_tokens = scoring.engine_plan(conts)["trie_tokens"]
+    assert rows == scoring.engine_plan(conts)["head_rows"] < full_rows == len(prefix) + trie_tokens
+    for (a, n), (b, m) in zip(pruned, full):
+        assert n == m and abs(a - b) < 1e-4
 
 
 # --------------------------------------------------------------------------------------------
