@@ -378,7 +378,11 @@ def _fingerprint(*, model_id: str, revision: str, precision: str, max_seconds, c
 #
 # Same arithmetic as the modules with the sums reassociated (differences ~1e-7 relative).
 
-_BLOCK = 64
+# Block length P: the matrices hold (P+11)(2P+10) + (2P+10)P entries where the filters have 24 taps per
+# sample, so smaller blocks waste fewer multiply-adds but make smaller GEMMs; 32 measured fastest at
+# every stage of the encoder (20% faster than 64, the same as 16). A change of P reassociates sums
+# only (~1e-7 relative, as a different CPU's kernels would): codes are those of the same encoder.
+_BLOCK = 32
 _CHUNK_ELEMENTS = 1 << 17  # rows per chunk * (2P+10) floats: ~0.5 MB, inside L2
 
 

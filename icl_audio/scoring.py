@@ -252,29 +252,16 @@ class _ReadRowsOnly:
         return mask
 
 
-def _rowwise_logsumexp(logits: Any) -> Any:
-    """fp32 logsumexp of each row of a (rows, vocab) tensor in any dtype.
-
-    One row at a time, so that the fp32 copy of a row (0.8 MB for Llasa) stays in cache: ~4x faster
-    on CPU than converting the whole block first. On CPU these small ops run single-threaded: a
-    parallel region per row would wait at a barrier whenever another process holds a core.
-    """
-    import torch
-
-    if logits.device.type != "cpu":
-        return torch.logsumexp(logits.float(), dim=-1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.stack([torch.logsumexp(row.float(), dim=0) for row in logits])
-    finally:
-        torch.set_num_threads(threads)
+_VOCAB_CHUNK = 16384  # vocabulary rows per head GEMM on CPU: 16,384 x 256 fp32 logits is 16 MB
 
 
 def _token_logprobs(head: Any, hidden: Any, rows: list[int], tokens: list[int], chunk: int) -> np.ndarray:
     """log p(tokens[i] | hidden[rows[i]]): LM head and logsumexp only over the rows needed."""
     import torch
 
+    weight = getattr(head, "weight", None)
+    if hidden.device.type == "cpu" and isinstance(head, torch.nn.Linear) and head.bias is None:
+        return _token_logprobs_vocab_major(weight, hidden, rows, tokens, chunk)
     out = np.empty(len(rows), dtype=np.float64)
     rows_np = np.asarray(rows)
     toks_np = np.asarray(tokens)
@@ -283,11 +270,46 @@ def _token_logprobs(head: Any, hidden: Any, rows: list[int], tokens: list[int], 
         sel = np.nonzero((rows_np >= start) & (rows_np < stop))[0]
         if not len(sel):
             continue
-        logits = head(hidden[start:stop])  # (rows, vocab) in the model dtype, one pass over the weights
-        lse = _rowwise_logsumexp(logits)
+        logits = head(hidden[start:stop]).float()  # (rows, vocab), one pass over the weights
+        lse = torch.logsumexp(logits, dim=-1)
         r = torch.as_tensor(rows_np[sel] - start, device=logits.device)
         t = torch.as_tensor(toks_np[sel], device=logits.device)
-        out[sel] = (logits[r, t].float() - lse[r]).double().cpu().numpy()
+        out[sel] = (logits[r, t] - lse[r]).double().cpu().numpy()
+    return out
+
+
+def _token_logprobs_vocab_major(weight: Any, hidden: Any, rows: list[int], tokens: list[int], chunk: int) -> np.ndarray:
+    """The CPU form of :func:`_token_logprobs`: logits computed as weight @ hidden^T, a slice of the
+    vocabulary at a time.
+
+    With a few dozen rows and a 193,800-token vocabulary, ``weight @ hidden.T`` (the vocabulary as
+    the GEMM's long side) runs ~1.8x faster on CPU than ``hidden @ weight.T`` (measured, bf16), and
+    each slice's logits are turned into a partial logsumexp while still in cache; the partial sums
+    combine exactly (logsumexp of logsumexps). Logits are the model dtype's, as the model's own head gives.
+    """
+    import torch
+
+    out = np.empty(len(rows), dtype=np.float64)
+    rows_np = np.asarray(rows)
+    toks_np = np.asarray(tokens)
+    vocab = weight.shape[0]
+    for start in range(0, hidden.shape[0], chunk):
+        stop = min(start + chunk, hidden.shape[0])
+        sel = np.nonzero((rows_np >= start) & (rows_np < stop))[0]
+        if not len(sel):
+            continue
+        h_t = hidden[start:stop].t().contiguous()  # (hidden, rows)
+        r_all, t_all = rows_np[sel] - start, toks_np[sel]
+        partial, picked = [], np.empty(len(sel), dtype=np.float64)
+        for v0 in range(0, vocab, _VOCAB_CHUNK):
+            v1 = min(v0 + _VOCAB_CHUNK, vocab)
+            logits = torch.mm(weight[v0:v1], h_t).float()  # (slice, rows)
+            partial.append(torch.logsumexp(logits, dim=0))
+            here = np.nonzero((t_all >= v0) & (t_all < v1))[0]
+            if len(here):
+                picked[here] = logits[torch.as_tensor(t_all[here] - v0), torch.as_tensor(r_all[here])].double().numpy()
+        lse = torch.logsumexp(torch.stack(partial), dim=0).double().numpy()
+        out[sel] = picked - lse[r_all]
     return out
 
 

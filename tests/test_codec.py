@@ -109,11 +109,12 @@ def test_block_activation_matches_module():
     with torch.no_grad():
         act.act.alpha.normal_(0, 0.5)
         act.act.beta.normal_(0, 0.5)
-    fast = _BlockActivation(act)
     with torch.inference_mode():
-        for t in (1, 5, 63, 64, 65, 127, 128, 129, 200, 1281):
-            x = torch.randn(2, 3, t)
-            torch.testing.assert_close(fast(x), act(x), atol=1e-5, rtol=1e-5)
+        for block in (16, 32, 64):  # 32 is the default; block edges at every multiple
+            fast = _BlockActivation(act, block=block)
+            for t in (1, 5, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 1281):
+                x = torch.randn(2, 3, t)
+                torch.testing.assert_close(fast(x), act(x), atol=1e-5, rtol=1e-5)
 
 
 def test_debug_build_is_deterministic(tmp_path):

@@ -49,12 +49,14 @@ def _plain_encode(model, extractor, clip: np.ndarray) -> np.ndarray:
         return model.encode(wave[:, None, :], feats).audio_codes.reshape(-1).numpy().astype(np.int64)
 
 
-def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = True) -> dict:
+def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = True, config=None) -> dict:
     """Encode ``clips`` synthetic speech-like clips of ``seconds`` each, in one run, with:
 
     - the plain path: transformers ``Xcodec2Model.encode`` in fp32, one clip at a time, features from
       ``SeamlessM4TFeatureExtractor`` (the original XCodec2 recipe);
     - the project's path: ``Codec.encode`` (batched, length-bucketed, default precision);
+    the two interleaved in rounds of two clips (plain, ours on both, plain), so that the machine's
+    changing speed affects both alike; ``speedup`` = total plain time / total time of ours;
     - the code cache: a second pass over the same clips through ``CodeCache`` in a temporary folder;
     - with ``fast_mode``, the opt-in ``precision="bf16"`` path (reported, never the default).
 
@@ -63,6 +65,7 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
     to the plain path's), ``cache_hit_seconds``, per-stage seconds of our path (summed over worker
     threads), and ``single_thread_speedup``: both paths on one thread, i.e. per-core efficiency, which
     other processes on the machine affect far less than the wall-clock figures. Progress goes to stderr.
+    ``config``: another ``Xcodec2Config`` than the real shape (tests use the debug codec's).
     """
     import torch
     from transformers import SeamlessM4TFeatureExtractor, Xcodec2Config, Xcodec2Model
@@ -74,11 +77,11 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
     if clips < 1 or seconds <= 0:
         raise ValueError("clips must be >= 1 and seconds > 0")
     hf_logging.set_verbosity_error()  # the extractor's "pass sampling_rate" chatter is not progress
-    _log("codec bench: building XCodec2 at the real shape (random weights, seed 0)...")
+    _log(f"codec bench: building XCodec2 at {'the real' if config is None else 'a given'} shape (random weights, seed 0)...")
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Xcodec2Model(Xcodec2Config()).eval()
+        model = Xcodec2Model(config if config is not None else Xcodec2Config()).eval()
     build_seconds = time.perf_counter() - t0
     extractor = SeamlessM4TFeatureExtractor()
     audio = [speech_like_clip(seed, seconds) for seed in range(clips)]
@@ -92,24 +95,30 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
     for key in codec.stage_seconds:
         codec.stage_seconds[key] = 0.0
 
-    _log(f"codec bench: plain path, {clips} x {seconds:g} s, one clip at a time...")
-    t0 = time.perf_counter()
-    reference = []
-    for i, clip in enumerate(audio):
-        reference.append(_plain_encode(model, extractor, clip))
-        _log(f"  plain {i + 1}/{clips}")
-    plain_seconds = time.perf_counter() - t0
-
-    _log(f"codec bench: Codec.encode (precision {codec.precision}), batched...")
-    done = {"n": 0}
-
-    def progress(n: int) -> None:
-        done["n"] += n
-        _log(f"  ours {done['n']}/{clips}")
-
-    t0 = time.perf_counter()
-    ours = codec.encode(audio, progress=progress)
-    ours_seconds = time.perf_counter() - t0
+    # The machine may be shared, and its speed drifts by 2x within tens of seconds. So the two paths
+    # are interleaved in rounds of two clips: plain(clip i), ours(clips i and i+1 together), plain(clip
+    # i+1). The plain path brackets ours in time, so a steady drift cancels out of each round's ratio.
+    _log(f"codec bench: {clips} x {seconds:g} s clips, in rounds of two: plain path (one clip at a time), "
+         f"Codec.encode (precision {codec.precision}) on both, plain path again...")
+    reference: list[np.ndarray] = []
+    ours: list[np.ndarray] = []
+    plain_seconds = ours_seconds = 0.0
+    round_speedups = []
+    for start in range(0, clips, 2):
+        pair = audio[start:start + 2]
+        t0 = time.perf_counter()
+        plain_codes = [_plain_encode(model, extractor, pair[0])]
+        t1 = time.perf_counter()
+        ours += codec.encode(pair)
+        t2 = time.perf_counter()
+        plain_codes += [_plain_encode(model, extractor, clip) for clip in pair[1:]]
+        t3 = time.perf_counter()
+        reference += plain_codes
+        plain_seconds += (t1 - t0) + (t3 - t2)
+        ours_seconds += t2 - t1
+        round_speedups.append(((t1 - t0) + (t3 - t2)) / (t2 - t1))
+        _log(f"  clips {start + 1}-{start + len(pair)}/{clips}: plain {(t1 - t0) + (t3 - t2):.2f} s, "
+             f"ours {t2 - t1:.2f} s")
     agreement = _agreement(reference, ours)
 
     _log("codec bench: cache hits (second pass through CodeCache)...")
@@ -129,14 +138,25 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
 
     pair = audio[:2]
     _log("codec bench: both paths on one thread (per-core efficiency), 2 clips...")
-    with _torch_threads(1):
+    with _torch_threads(1):  # plain, ours, plain again: as in the rounds above
         t0 = time.perf_counter()
-        for clip in pair:
-            _plain_encode(model, extractor, clip)
-        plain_one = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        _plain_encode(model, extractor, pair[0])
+        t1 = time.perf_counter()
         codec.encode(pair)
-        ours_one = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        for clip in pair[1:]:
+            _plain_encode(model, extractor, clip)
+        t3 = time.perf_counter()
+        plain_one, ours_one = (t1 - t0) + (t3 - t2), t2 - t1
+        gemm_gflops = _fp32_gemm_gflops()
+
+    # What bounds any faithful (fp32) path is its arithmetic: count the multiply-adds of both paths
+    # on one clip, and compare with this CPU's fp32 GEMM rate per core, measured just above.
+    _log("codec bench: counting the arithmetic of both paths on one clip...")
+    plain_gflop, ours_gflop = _gflop_per_clip(model, extractor, codec, audio[0])
+    threads = torch.get_num_threads()
+    plain_per_clip = plain_seconds / clips
+    floor = plain_gflop / (threads * gemm_gflops)  # the plain path's arithmetic at GEMM peak on every core
 
     result = {
         "clips": clips,
@@ -152,12 +172,19 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
         "baseline_audio_seconds_per_second": round(total_audio / plain_seconds, 3),
         "audio_seconds_per_second": round(total_audio / ours_seconds, 3),
         "speedup": round(plain_seconds / ours_seconds, 3),
+        "speedup_each_round": [round(x, 3) for x in round_speedups],
         "code_agreement": round(agreement, 5),
         # Where our path's time goes, summed over worker threads (CPU-seconds).
         **{f"stage_{k}_seconds": round(v, 3) for k, v in codec.stage_seconds.items()},
         "single_thread_baseline_seconds_per_clip": round(plain_one / len(pair), 3),
         "single_thread_seconds_per_clip": round(ours_one / len(pair), 3),
         "single_thread_speedup": round(plain_one / ours_one, 3),
+        "gflop_per_clip_baseline": round(plain_gflop, 1),
+        "gflop_per_clip": round(ours_gflop, 1),
+        "fp32_gemm_gflops_per_core": round(gemm_gflops, 1),
+        # The speedup of an ideal fp32 path: the plain path's arithmetic at this CPU's GEMM rate on
+        # every core and nothing else. No faithful CPU path can beat it; bf16 is the only way past it.
+        "fp32_speedup_ceiling": round(plain_per_clip / floor, 3),
         "cache_hit_seconds": round(hit_seconds, 5),
         "cache_hit_fraction_of_encode": round(hit_seconds / ours_seconds, 6),
     }
@@ -173,6 +200,37 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
         result["bf16_speedup"] = round(plain_seconds / fast_seconds, 3)
         result["bf16_code_agreement"] = round(_agreement(reference, fast_codes), 5)
     return result
+
+
+def _fp32_gemm_gflops(size: int = 2048, reps: int = 4) -> float:
+    """This CPU's fp32 matrix-multiply rate on the current threads (best of ``reps``), in GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+def _gflop_per_clip(model, extractor, codec, clip: np.ndarray) -> tuple[float, float]:
+    """Floating-point operations (matmuls, convolutions, attention; GFLOP) of the plain path and of
+    ours on one clip, counted by torch's FlopCounterMode (both branches on this thread)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from icl_audio.features import padded_length
+
+    with FlopCounterMode(display=False) as plain:
+        _plain_encode(model, extractor, clip)
+    wave = torch.zeros(1, padded_length(clip.shape[0]))
+    wave[0, : clip.shape[0]] = torch.from_numpy(clip)
+    with FlopCounterMode(display=False) as ours:
+        codec._encode_padded(wave)  # the FLOP counter sees this thread only: no branch threads
+    return plain.get_total_flops() / 1e9, ours.get_total_flops() / 1e9
 
 
 def _agreement(a: list[np.ndarray], b: list[np.ndarray]) -> float:

@@ -74,7 +74,7 @@ def _flops_ratio(config: Any, n_prompt: int, n_trie: int, n_rows: int) -> float:
     return b / a
 
 
-def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
+def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, model_kwargs: dict | None = None) -> dict:
     """Time scoring at the real Llasa-1B shape (random weights, bf16 where the CPU has it, CPU).
 
     ``labels``: candidate labels (ESC-50 names; beyond 50, numbered variants). ``k``: demonstrations of
@@ -84,6 +84,7 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
     (or b a a b) then c; ``overhead_ratio`` and ``naive_speedup`` are medians of the per-round ratios
     b/a and c/b; ``flops_ratio`` is b/a in arithmetic, from the shapes alone. ``max_abs_diff`` compares
     engine and naive over all labels in fp32 on a smaller model with the same vocabulary and prompt.
+    ``model_kwargs`` override :func:`~icl_audio.llm.build_random_lm`'s shape (tests use a tiny one).
     Returns a flat dict (JSON-ready).
     """
     import torch
@@ -91,14 +92,14 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7) -> dict:
     from icl_audio.llm import build_random_lm
     from icl_audio.scoring import engine_plan, loglikelihood, loglikelihood_naive
 
-    if labels < 1 or k < 0:
-        raise ValueError("labels must be >= 1 and k >= 0")
+    if labels < 1 or k < 0 or reps < 1:
+        raise ValueError("labels and reps must be >= 1 and k >= 0")
     names = _labels(labels)
     load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: reported with the timings
 
     _log("building a random model of the Llasa-1B shape ...")
     t0 = time.perf_counter()
-    lm = build_random_lm()  # hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 193,800, tied
+    lm = build_random_lm(**(model_kwargs or {}))  # default: hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 193,800
     build_s = time.perf_counter() - t0
     prompt = _prompt(lm, names, k)
     prefix = list(prompt.prefix)
