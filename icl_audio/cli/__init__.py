@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ICL_AUDIO_DEBUG"))
     _terminate_as_interrupt()
     _plain_warnings()
+    from icl_audio.hub import keep_freed_memory
+
+    keep_freed_memory()  # ~10% faster CPU passes: no page faults on every large tensor
     try:
         # With standalone_mode=False, click returns the code of a `typer.Exit(n)` instead of exiting.
         code = app(args=argv, standalone_mode=False)
