@@ -180,6 +180,8 @@ def _prunable(layer: Any) -> bool:
     import sys
 
     attn = getattr(layer, "self_attn", None)
+    if "forward" in vars(layer):  # already wrapped per instance (accelerate's device hooks): leave it be
+        return False
     return (all(hasattr(layer, part) for part in _LLAMA_PARTS)
             and all(hasattr(attn, proj) for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "scaling", "layer_idx"))
             and hasattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb"))

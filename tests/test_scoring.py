@@ -107,6 +107,18 @@ def test_last_layer_reads_only_needed_rows(setup, monkeypatch):
     finally:
         hook.remove()
     assert "forward" not in vars(last)
+    # A layer whose forward is already wrapped per instance (as accelerate's hooks do) runs in full, untouched.
+    monkeypatch.undo()
+    wrapped = last.forward
+    last.forward = lambda *args, **kwargs: wrapped(*args, **kwargs)
+    try:
+        assert not scoring._prunable(last)
+        hooked = loglikelihood(lm, prefix, conts)
+        assert "forward" in vars(last)
+    finally:
+        del last.forward
+    for (a, n), (b, m) in zip(pruned, hooked):
+        assert n == m and abs(a - b) < 1e-4
     trie_tokens = scoring.engine_plan(conts)["trie_tokens"]
     assert rows == scoring.engine_plan(conts)["head_rows"] < full_rows == len(prefix) + trie_tokens
     for (a, n), (b, m) in zip(pruned, full):
