@@ -258,12 +258,11 @@ _VOCAB_CHUNK = 16384  # vocabulary rows per head GEMM on CPU: 16,384 x 256 fp32 
 
 
 def _token_logprobs(head: Any, hidden: Any, rows: list[int], tokens: list[int], chunk: int) -> np.ndarray:
-    """log p(tokens[i] | hidden[rows[i]]): LM head and logsumexp only over the rows needed."""
+    """log p(tokens[i] | hidden[rows[i]]): LM head and logsumexp only over the rows needed, ``chunk``
+    rows at a time."""
     import torch
 
-    weight = getattr(head, "weight", None)
-    if hidden.device.type == "cpu" and isinstance(head, torch.nn.Linear) and head.bias is None:
-        return _token_logprobs_vocab_major(weight, hidden, rows, tokens, chunk)
+    vocab_major = hidden.device.type == "cpu" and isinstance(head, torch.nn.Linear) and head.bias is None
     out = np.empty(len(rows), dtype=np.float64)
     rows_np = np.asarray(rows)
     toks_np = np.asarray(tokens)
@@ -272,16 +271,23 @@ def _token_logprobs(head: Any, hidden: Any, rows: list[int], tokens: list[int], 
         sel = np.nonzero((rows_np >= start) & (rows_np < stop))[0]
         if not len(sel):
             continue
-        logits = head(hidden[start:stop]).float()  # (rows, vocab), one pass over the weights
-        lse = torch.logsumexp(logits, dim=-1)
-        r = torch.as_tensor(rows_np[sel] - start, device=logits.device)
-        t = torch.as_tensor(toks_np[sel], device=logits.device)
-        out[sel] = (logits[r, t] - lse[r]).double().cpu().numpy()
+        block, r, t = hidden[start:stop], rows_np[sel] - start, toks_np[sel]
+        out[sel] = _logprobs_vocab_major(head.weight, block, r, t) if vocab_major else _logprobs(head, block, r, t)
     return out
 
 
-def _token_logprobs_vocab_major(weight: Any, hidden: Any, rows: list[int], tokens: list[int], chunk: int) -> np.ndarray:
-    """The CPU form of :func:`_token_logprobs`: logits computed as weight @ hidden^T, a slice of the
+def _logprobs(head: Any, block: Any, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """log p(t[i] | block[r[i]]) with the model's own head over the whole vocabulary."""
+    import torch
+
+    logits = head(block).float()  # (rows, vocab), one pass over the weights
+    lse = torch.logsumexp(logits, dim=-1)
+    r_t = torch.as_tensor(r, device=logits.device)
+    return (logits[r_t, torch.as_tensor(t, device=logits.device)] - lse[r_t]).double().cpu().numpy()
+
+
+def _logprobs_vocab_major(weight: Any, block: Any, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The CPU form of :func:`_logprobs`: logits computed as weight @ block^T, a slice of the
     vocabulary at a time.
 
     With a few dozen rows and a 193,800-token vocabulary, ``weight @ hidden.T`` (the vocabulary as
@@ -291,28 +297,16 @@ def _token_logprobs_vocab_major(weight: Any, hidden: Any, rows: list[int], token
     """
     import torch
 
-    out = np.empty(len(rows), dtype=np.float64)
-    rows_np = np.asarray(rows)
-    toks_np = np.asarray(tokens)
-    vocab = weight.shape[0]
-    for start in range(0, hidden.shape[0], chunk):
-        stop = min(start + chunk, hidden.shape[0])
-        sel = np.nonzero((rows_np >= start) & (rows_np < stop))[0]
-        if not len(sel):
-            continue
-        h_t = hidden[start:stop].t().contiguous()  # (hidden, rows)
-        r_all, t_all = rows_np[sel] - start, toks_np[sel]
-        partial, picked = [], np.empty(len(sel), dtype=np.float64)
-        for v0 in range(0, vocab, _VOCAB_CHUNK):
-            v1 = min(v0 + _VOCAB_CHUNK, vocab)
-            logits = torch.mm(weight[v0:v1], h_t).float()  # (slice, rows)
-            partial.append(torch.logsumexp(logits, dim=0))
-            here = np.nonzero((t_all >= v0) & (t_all < v1))[0]
-            if len(here):
-                picked[here] = logits[torch.as_tensor(t_all[here] - v0), torch.as_tensor(r_all[here])].double().numpy()
-        lse = torch.logsumexp(torch.stack(partial), dim=0).double().numpy()
-        out[sel] = picked - lse[r_all]
-    return out
+    h_t = block.t().contiguous()  # (hidden, rows)
+    partial, picked = [], np.empty(len(r), dtype=np.float64)
+    for v0 in range(0, weight.shape[0], _VOCAB_CHUNK):
+        logits = torch.mm(weight[v0:v0 + _VOCAB_CHUNK], h_t).float()  # (slice, rows)
+        partial.append(torch.logsumexp(logits, dim=0))
+        here = np.nonzero((t >= v0) & (t < v0 + logits.shape[0]))[0]
+        if len(here):
+            picked[here] = logits[torch.as_tensor(t[here] - v0), torch.as_tensor(r[here])].double().numpy()
+    lse = torch.logsumexp(torch.stack(partial), dim=0).double().numpy()
+    return picked - lse[r]
 
 
 def _trie_mask(trie: _Trie, n_prefix: int, dtype: Any, device: Any):

@@ -55,10 +55,11 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
     - the plain path: transformers ``Xcodec2Model.encode`` in fp32, one clip at a time, features from
       ``SeamlessM4TFeatureExtractor`` (the original XCodec2 recipe);
     - the project's path: ``Codec.encode`` (batched, length-bucketed, default precision);
-    the two interleaved in rounds of two clips (plain, ours on both, plain), so that the machine's
-    changing speed affects both alike; ``speedup`` = total plain time / total time of ours;
     - the code cache: a second pass over the same clips through ``CodeCache`` in a temporary folder;
     - with ``fast_mode``, the opt-in ``precision="bf16"`` path (reported, never the default).
+
+    The first two are interleaved in rounds of two clips (plain, ours on both, plain), so that the
+    machine's changing speed affects both alike; ``speedup`` = total plain time / total time of ours.
 
     The model has the real XCodec2 shape with random weights (seed 0; no download). Returns a dict:
     throughputs in audio seconds per second, ``speedup``, ``code_agreement`` (fraction of codes equal
