@@ -1,0 +1,16 @@
+"""The one place where icl-audio reaches into transformers' internals.
+
+Everything else in icl-audio uses transformers' public API only (``from_pretrained``, model
+forwards, tokenizers). The fast paths below touch internals that move between releases, so each
+one proves itself once per loaded model against the plain path before it is used, and falls back
+to the plain path with one warning line when it is missing or disagrees: never a wrong score,
+never a crash.
+
+Modules:
+* :mod:`icl_audio.hf_compat.llama`: attention interface registration, cache objects, the decoder
+  layer's parts (the scorer's packed pass and its pruned last layer).
+* :mod:`icl_audio.hf_compat.xcodec2`: ``Xcodec2Model``'s submodules (the codec's branch-split encode
+  and its block-matrix activations on CPU).
+
+Contact points and the versions tested are listed in each module's docstring.
+"""
