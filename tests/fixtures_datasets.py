@@ -340,9 +340,87 @@ def make_emovo_tree(root: Path, *, speakers=EMOVO_SPEAKERS, emotions=("dis", "gi
     return root
 
 
+# ----------------------------------------------------------------------------------- MagnaTagATune
+
+# (clip_id, split file or None, tags, mp3 folder): ARCH keeps top-50 tags only, so "jazz" and "tabla"
+# (not among them) vanish, clip 40 (only non-top-50 tags) is dropped, clip 50 is in no split file.
+MTT_CLIPS = (
+    (2, "train", ("guitar", "rock", "loud"), "f"), (6, "train", ("guitar", "rock", "jazz"), "c"),
+    (10, "train", ("piano", "classical", "quiet"), "0"), (11, "train", ("piano", "classical", "no vocals"), "4"),
+    (14, "train", ("techno", "electronic", "beat"), "a"), (17, "train", ("techno", "electronic", "beats"), "9"),
+    (21, "val", ("guitar", "rock"), "d"), (24, "val", ("piano", "classical"), "1"),
+    (29, "test", ("guitar", "rock", "loud"), "e"), (31, "test", ("piano", "quiet", "tabla"), "2"),
+    (33, "test", ("techno", "electronic"), "b"),
+    (40, "train", ("jazz", "tabla"), "3"), (50, None, ("guitar",), "5"),
+)
+#: Tag columns of the fixture's annotations_final.csv: ARCH's top 50 (its order shuffled by
+#: the real file's order, which is not ARCH's) plus two others.
+MTT_EXTRA_TAGS = ("jazz", "tabla")
+
+
+def make_mtt_tree(root: Path, *, missing: int = 0) -> Path:
+    """MagnaTagATune: tab-separated, fully quoted ``annotations_final.csv`` (clip_id, tag columns,
+    mp3_path), ``{0..f}/<artist>-<album>-NN-<track>-30-59.mp3``, and the MusiCNN split files
+    ``{train,val,test}_gt_mtt.tsv`` (no header; clip_id, then the tag vector). ``missing`` train
+    rows have no mp3. Returns ``root``."""
+    from icl_audio.recipes.mtt import TOP50_TAGS
+
+    tags = sorted(TOP50_TAGS + MTT_EXTRA_TAGS)  # the real file's column order is not ARCH's list
+    root.mkdir(parents=True, exist_ok=True)
+    rows, splits = [], {"train": [], "val": [], "test": []}
+    clips = list(MTT_CLIPS) + [(900 + i, "train", ("guitar",), "7") for i in range(missing)]
+    for clip_id, split, clip_tags, folder in clips:
+        rel = f"{folder}/artist_{clip_id}-album-{clip_id % 100:02d}-track_{clip_id}-30-59.mp3"
+        if clip_id < 900:
+            write_clip(root / rel, clip_tags[0], seed=clip_id)
+        rows.append([str(clip_id), *("1" if t in clip_tags else "0" for t in tags), rel])
+        if split:
+            splits[split].append([str(clip_id), str([int(t in clip_tags) for t in TOP50_TAGS])])
+    with (root / "annotations_final.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_ALL)
+        w.writerow(["clip_id", *tags, "mp3_path"])
+        w.writerows(rows)
+    for split, lines in splits.items():
+        with (root / f"{split}_gt_mtt.tsv").open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter="\t").writerows(lines)
+    return root
+
+
+# ----------------------------------------------------------------------------------- IRMAS
+
+IRMAS_TRAIN = {"cel": 5, "gac": 5, "voi": 5}  # code -> training clips
+# (part, file stem, instrument codes as the .txt lists them): multi-label test excerpts.
+IRMAS_TEST = (
+    (1, "01 - Song one-1", ("cel",)), (1, "01 - Song one-2", ("gac", "voi")),
+    (2, "02 - Song two-1", ("voi",)), (2, "02 - Song two-2", ("cel", "gac")),
+    (3, "03 - Song three-1", ("gac",)),
+)
+
+
+def make_irmas_tree(root: Path, *, parts=(1, 2, 3), unlabelled: int = 0) -> Path:
+    """IRMAS: ``IRMAS-TrainingData/{code}/[{code}][{genre}]NNNN__N.wav`` and
+    ``IRMAS-TestingData-Part{n}/Part{n}/{stem}.wav`` + ``{stem}.txt`` (one code per line, with the
+    release's trailing tab). ``parts``: the testing parts written; ``unlabelled`` extra test wavs
+    without a .txt. Returns ``root``."""
+    n = 0
+    for code, count in IRMAS_TRAIN.items():
+        for i in range(count):
+            n += 1
+            write_clip(root / "IRMAS-TrainingData" / code / f"[{code}][pop_roc]{i + 1:04d}__{n}.wav", code, seed=n)
+    for part, stem, codes in IRMAS_TEST:
+        if part not in parts:
+            continue
+        folder = root / f"IRMAS-TestingData-Part{part}" / f"Part{part}"
+        write_clip(folder / f"{stem}.wav", codes[0], seed=len(stem) + part, seconds=0.5)
+        (folder / f"{stem}.txt").write_text("".join(f"{c}\t\n" for c in codes), encoding="utf-8")
+    for i in range(unlabelled):
+        write_clip(root / "IRMAS-TestingData-Part1" / "Part1" / f"no label {i}.wav", "cel", seed=500 + i)
+    return root
+
+
 #: Registry name -> builder, so a test can build any dataset by recipe name.
 BUILDERS = {
     "esc50": make_esc50_tree, "us8k": make_us8k_tree, "fsd50k": make_fsd50k_tree, "vivae": make_vivae_tree,
-    "fma-small": make_fma_small_tree, "medley-solos-db": make_medley_solos_db_tree, "ravdess": make_ravdess_tree,
+    "fma-small": make_fma_small_tree, "mtt": make_mtt_tree, "irmas": make_irmas_tree, "medley-solos-db": make_medley_solos_db_tree, "ravdess": make_ravdess_tree,
     "audiomnist": make_audiomnist_tree, "slurp": make_slurp_tree, "emovo": make_emovo_tree,
 }

@@ -13,8 +13,8 @@ import soundfile as sf
 
 from fixtures_datasets import (
     BUILDERS, fma_track_ids, make_audiomnist_tree, make_emovo_tree, make_esc50_tree, make_fma_small_tree,
-    make_fsd50k_tree, make_medley_solos_db_tree, make_ravdess_tree, make_slurp_tree, make_us8k_tree,
-    make_vivae_tree, write_clip,
+    make_fsd50k_tree, make_irmas_tree, make_medley_solos_db_tree, make_mtt_tree, make_ravdess_tree,
+    make_slurp_tree, make_us8k_tree, make_vivae_tree, write_clip,
 )
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes import RECIPES, Item, Recipe, from_csv, from_folder, get_recipe, random_split
@@ -29,14 +29,16 @@ def labels(items):
 
 
 def test_registry_has_every_arch_dataset_with_its_clip_length():
-    expected = {"esc50": 5, "us8k": 5, "fsd50k": 10, "vivae": 5, "fma-small": 30, "medley-solos-db": 3,
-                "ravdess": 5, "audiomnist": 5, "slurp": 10, "emovo": 5}
+    # ARCH's configs/data_config.json, in the order of its tables (and of the X-Codec paper's Table 5).
+    expected = {"esc50": 5, "us8k": 5, "fsd50k": 10, "vivae": 5, "fma-small": 30, "mtt": 30, "irmas": 5,
+                "medley-solos-db": 3, "ravdess": 5, "audiomnist": 5, "slurp": 10, "emovo": 5}
     assert {n: r.clip_seconds for n, r in RECIPES.items()} == expected
+    assert list(RECIPES) == list(expected)
     assert set(BUILDERS) == set(RECIPES)
     for name, r in RECIPES.items():
         assert isinstance(r, Recipe) and r.name == name and r.description and r.layout
         assert r.protocol in ("folds", "splits")
-        assert r.multi_label == (name == "fsd50k")
+        assert r.multi_label == (name in ("fsd50k", "mtt", "irmas"))
         if r.protocol == "folds":
             assert r.folds
         else:
@@ -44,7 +46,8 @@ def test_registry_has_every_arch_dataset_with_its_clip_length():
 
 
 @pytest.mark.parametrize("alias,name", [("ESC-50", "esc50"), ("esc_50", "esc50"), ("UrbanSound8K", "us8k"),
-                                        ("FMA small", "fma-small"), ("medley_solos_db", "medley-solos-db")])
+                                        ("FMA small", "fma-small"), ("medley_solos_db", "medley-solos-db"),
+                                        ("MagnaTagATune", "mtt"), ("IRMAS", "irmas")])
 def test_get_recipe_aliases(alias, name):
     assert get_recipe(alias).name == name
 
@@ -125,6 +128,94 @@ def test_us8k(tmp_path, caplog):
     support, query = r.split_items(items, 3)
     assert len(query) == 3 and {it.fold for it in query} == {3}
     assert len(support) == 27 and 3 not in {it.fold for it in support}
+
+
+# ------------------------------------------------------------------------------ MagnaTagATune
+
+
+# ARCH's list, copied here from its loader independently of icl_audio.recipes.mtt.
+ARCH_TOP50 = [
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
+    "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals",
+    "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft",
+    "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice", "female vocal",
+    "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
+]
+
+
+def test_mtt_top50_tags_musicnn_split_and_dropped_clips(tmp_path, caplog):
+    from icl_audio.recipes.mtt import TOP50_TAGS
+
+    assert list(TOP50_TAGS) == ARCH_TOP50
+    root = make_mtt_tree(tmp_path / "mtt", missing=2)
+    with caplog.at_level(logging.WARNING, logger="icl_audio.recipes"):
+        items = get_recipe("mtt").prepare(root)
+    by_id = {int(it.path.name.split("-")[0].split("_")[1]): it for it in items}
+    # 40 has only tags outside the top 50 and 50 is in no split file: both dropped, as in ARCH.
+    assert set(by_id) == {2, 6, 10, 11, 14, 17, 21, 24, 29, 31, 33}
+    assert by_id[6].labels == ("guitar", "rock")  # "jazz" is not a top-50 tag
+    assert set(by_id[31].labels) == {"piano", "quiet"} and by_id[31].split == "test"
+    assert set(by_id[11].labels) == {"classical", "piano", "no vocals"}
+    assert all(it.labels == it.original_labels for it in items)
+    assert Counter(it.split for it in items) == {"train": 6, "val": 2, "test": 3}
+    assert by_id[2].path == root / "f" / "artist_2-album-02-track_2-30-59.mp3" and by_id[2].path.is_file()
+    assert "skipped 2 metadata row(s)" in caplog.text
+    r = get_recipe("mtt")
+    assert r.evaluation_units(items) == ["test"]
+    support, query = r.split_items(items, "test")
+    assert {it.split for it in support} == {"train"} and len(query) == 3
+    assert get_recipe("mtt").prepare(tmp_path) == items  # the folder the archive was extracted into
+
+
+def test_mtt_bad_inputs_are_one_line(tmp_path):
+    root = make_mtt_tree(tmp_path / "mtt")
+    (root / "val_gt_mtt.tsv").unlink()
+    with pytest.raises(SupportSetError, match=r"missing val_gt_mtt.tsv"):
+        get_recipe("mtt").prepare(root)
+    root = make_mtt_tree(tmp_path / "mtt2")
+    (root / "test_gt_mtt.tsv").write_text("2\t[]\n", encoding="utf-8")  # 2 is a train clip too
+    with pytest.raises(SupportSetError, match=r"clip_id 2 is in both train_gt_mtt.tsv and test_gt_mtt.tsv"):
+        get_recipe("mtt").prepare(root)
+    root = make_mtt_tree(tmp_path / "mtt3")
+    meta = root / "annotations_final.csv"
+    meta.write_text(meta.read_text().replace("\t", ","), encoding="utf-8")  # a comma-separated copy
+    with pytest.raises(SupportSetError, match=r"lacks column\(s\) clip_id, mp3_path, guitar"):
+        get_recipe("mtt").prepare(root)
+
+
+# ------------------------------------------------------------------------------ IRMAS
+
+
+def test_irmas_training_folders_and_multi_label_test_parts(tmp_path, caplog):
+    root = make_irmas_tree(tmp_path / "IRMAS", unlabelled=1)
+    with caplog.at_level(logging.WARNING, logger="icl_audio.recipes"):
+        items = get_recipe("irmas").prepare(root)
+    train = [it for it in items if it.split in ("train", "val")]
+    assert labels(train) == {("cello",): 5, ("acoustic guitar",): 5, ("voice",): 5}
+    assert {it.original_labels for it in train} == {("cel",), ("gac",), ("voi",)}
+    assert all(it.path.parent.name == it.original_labels[0] for it in train)
+    assert Counter(it.split for it in train) == {"train": 12, "val": 3}  # ARCH: 20% held out
+    test = {it.path.stem: it for it in items if it.split == "test"}
+    assert set(test) == {"01 - Song one-1", "01 - Song one-2", "02 - Song two-1", "02 - Song two-2", "03 - Song three-1"}
+    assert test["01 - Song one-2"].labels == ("acoustic guitar", "voice")
+    assert test["01 - Song one-2"].original_labels == ("gac", "voi")
+    assert test["02 - Song two-2"].labels == ("cello", "acoustic guitar")
+    assert test["03 - Song three-1"].path.parent == root / "IRMAS-TestingData-Part3" / "Part3"
+    assert "skipped 1 test wav(s) without a label .txt" in caplog.text
+    assert get_recipe("irmas").prepare(root) == items  # the hold-out is seeded: stable
+    support, query = get_recipe("irmas").split_items(items, "test")
+    assert len(support) == 12 and len(query) == 5
+
+
+def test_irmas_missing_parts_and_bad_codes(tmp_path, caplog):
+    root = make_irmas_tree(tmp_path / "a", parts=(1,))
+    with caplog.at_level(logging.WARNING, logger="icl_audio.recipes"):
+        items = get_recipe("irmas").prepare(root)
+    assert sum(it.split == "test" for it in items) == 2 and "testing part(s) 2, 3 not found" in caplog.text
+    root = make_irmas_tree(tmp_path / "b")
+    (root / "IRMAS-TestingData-Part2" / "Part2" / "02 - Song two-1.txt").write_text("voi\t\nbanjo\n")
+    with pytest.raises(SupportSetError, match=r"02 - Song two-1.txt: unknown instrument code 'banjo'"):
+        get_recipe("irmas").prepare(root)
 
 
 # ------------------------------------------------------------------------------ FSD50K

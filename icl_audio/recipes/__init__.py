@@ -16,7 +16,7 @@ import re
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes import (
-    audiomnist, emovo, esc50, fma_small, fsd50k, medley_solos_db, ravdess, slurp, us8k, vivae,
+    audiomnist, emovo, esc50, fma_small, fsd50k, irmas, medley_solos_db, mtt, ravdess, slurp, us8k, vivae,
 )
 from icl_audio.recipes.base import (
     AUDIO_EXTENSIONS, TEST, TRAIN, VAL, Item, Recipe, random_split, readable, seeded_order,
@@ -31,7 +31,7 @@ __all__ = [
 #: Registry name -> recipe, in the order of the ARCH paper's tables.
 RECIPES: dict[str, Recipe] = {
     m.RECIPE.name: m.RECIPE
-    for m in (esc50, us8k, fsd50k, vivae, fma_small, medley_solos_db, ravdess, audiomnist, slurp, emovo)
+    for m in (esc50, us8k, fsd50k, vivae, fma_small, mtt, irmas, medley_solos_db, ravdess, audiomnist, slurp, emovo)
 }
 
 
@@ -45,6 +45,7 @@ _ALIASES: dict[str, str] = {_key(n): n for n in RECIPES} | {
     _key("medleysolosdb"): "medley-solos-db",
     _key("fma"): "fma-small",
     _key("audio-mnist"): "audiomnist",
+    _key("magnatagatune"): "mtt",
 }
 
 
