@@ -9,11 +9,17 @@ disagree in structure:
     direct     {audio}..{label}  ...query audio...<up to label>  label + rest of example      (all scored)
     channel    {label}..{audio}  ...<up to label>               label + middle (not scored) + query audio + rest (scored)
 
+An optional ``{end}`` in the example marks where the query's copy stops (the demonstrations ignore it):
+Llasa's channel format scores the query's speech and ``<|SPEECH_GENERATION_END|>``, not the turn's
+closing ``<|eot_id|>``.
+
 Prompts are built as token ids, never as one string handed to the tokenizer: markup written in the
 template (``<|TEXT_UNDERSTANDING_START|>`` ...) becomes the real special token, labels (user data) are
 tokenised as plain text with :meth:`LanguageModel.text_ids`, audio becomes speech-token ids. A label
 spelling ``<|SPEECH_GENERATION_END|>`` therefore stays text and cannot break the structure.
-Nothing depends on the date (no chat template).
+Nothing depends on the date (no chat template is run: the Llama-3.2 system header is written into
+the template with a fixed date). Markup Llasa never saw in training (:data:`UNTRAINED_MARKUP`) is
+refused in any template.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icl_audio.engine import Target
 from icl_audio.errors import ICLAudioError
 
 # A demonstration keeps at least this many audio tokens (1 s at 50 tokens/s) when the context is
@@ -35,6 +42,12 @@ MIN_DEMO_TOKENS = 50
 QUERY_SHARE = 2
 
 MODES = ("direct", "channel")
+DEFAULT_TEMPLATE = "llasa"
+TEMPLATE_ALIASES = {"default": DEFAULT_TEMPLATE}  # the 0.1 name of the default template
+# Added to Llasa's vocabulary but absent from every training sequence: untrained embeddings and output rows.
+UNTRAINED_MARKUP = frozenset({"<|SPEECH_UNDERSTANDING_START|>", "<|SPEECH_UNDERSTANDING_END|>",
+                              "<|TEXT_GENERATION_START|>", "<|TEXT_GENERATION_END|>"})
+EOT = "<|eot_id|>"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
 _MARKUP = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 _SPLIT = re.compile(r"(\{[A-Za-z_]+\}|<\|[A-Za-z0-9_]+\|>)")
@@ -53,20 +66,13 @@ class Demo:
 
 
 @dataclass(frozen=True)
-class Target:
-    """One candidate continuation: token ids after the shared prefix; ``ids[score_from:]`` are scored."""
-
-    ids: tuple[int, ...]
-    score_from: int = 0
-
-
-@dataclass(frozen=True)
 class Prompt:
     """A built prompt: the shared prefix and one :class:`Target` per candidate label (in label order).
 
     ``demos_used`` demonstrations were placed (fewer than given when the context was too short);
     ``cropped`` is True when any audio (demonstration or query) was shortened to fit ``max_context``.
-    ``query_tokens`` is the number of query audio tokens kept.
+    ``query_tokens`` is the number of query audio tokens kept. ``hidden_ids``: token ids that keep their
+    position but are never attended to (``<|eot_id|>`` when the template masks it, as Llasa's training did).
     """
 
     prefix: tuple[int, ...]
@@ -74,6 +80,7 @@ class Prompt:
     demos_used: int
     cropped: bool
     query_tokens: int
+    hidden_ids: frozenset = frozenset()
 
     @property
     def longest(self) -> int:
@@ -101,6 +108,7 @@ class Template:
     channel: Format
     labels_joiner: str
     source: str
+    mask_eot: bool = False
 
     def format(self, mode: str) -> Format:
         """The :class:`Format` for ``mode`` ("direct" or "channel")."""
@@ -167,12 +175,18 @@ def _read_format(data: Any, src: str, mode: str) -> Format:
     if "example" not in data:
         raise ICLAudioError(f"template {src}: [{mode}] has no example")
     instruction = _check_string(data.get("instruction", ""), f"template {src}: [{mode}].instruction", {"labels"})
-    example = _check_string(data["example"], f"template {src}: [{mode}].example", {"audio", "label"})
+    example = _check_string(data["example"], f"template {src}: [{mode}].example", {"audio", "label", "end"})
     separator = _check_string(data.get("separator", ""), f"template {src}: [{mode}].separator", set())
     slots = _PLACEHOLDER.findall(example)
     if slots.count("audio") != 1 or slots.count("label") != 1:
         raise ICLAudioError(f"template {src}: [{mode}].example must contain {{audio}} and {{label}} once each")
+    if slots.count("end") > 1:
+        raise ICLAudioError(f"template {src}: [{mode}].example may contain {{end}} once")
     audio_first = slots.index("audio") < slots.index("label")
+    scored_slot = slots.index("label") if mode == "direct" else slots.index("audio")
+    if "end" in slots and slots.index("end") < scored_slot:
+        raise ICLAudioError(f"template {src}: [{mode}].example must put {{end}} after the scored "
+                            f"{'{label}' if mode == 'direct' else '{audio}'}")
     if mode == "direct" and not audio_first:
         raise ICLAudioError(f"template {src}: [direct].example must put {{audio}} before {{label}}")
     if mode == "channel" and audio_first:
@@ -180,8 +194,8 @@ def _read_format(data: Any, src: str, mode: str) -> Format:
     return Format(instruction=instruction, example=example, separator=separator)
 
 
-def load_template(name: str = "default") -> Template:
-    """Read a template: a built-in name (``default``, ``uniaudio``) or a path to a TOML file.
+def load_template(name: str = DEFAULT_TEMPLATE) -> Template:
+    """Read a template: a built-in name (``llasa``, ``uniaudio``; ``default`` = ``llasa``) or a path to a TOML file.
 
     Raises ICLAudioError (one line) for an unknown name, an unreadable file or an invalid template.
     """
@@ -190,18 +204,22 @@ def load_template(name: str = "default") -> Template:
         if not path.is_file():
             raise ICLAudioError(f"template file {path} does not exist")
     else:
+        name = TEMPLATE_ALIASES.get(str(name), str(name))
         path = templates_dir() / f"{name}.toml"
         if not path.is_file():
             known = ", ".join(list_templates()) or "none found"
             raise ICLAudioError(f"unknown template {name!r} (built-in: {known}; or give a path to a .toml file)")
     data = _toml_load(path)
     src = str(path)
-    unknown = set(data) - {"name", "description", "bos", "labels_joiner", "direct", "channel"}
+    unknown = set(data) - {"name", "description", "bos", "labels_joiner", "mask_eot", "direct", "channel"}
     if unknown:
         raise ICLAudioError(f"template {src}: unknown key(s) {', '.join(sorted(unknown))}")
     bos = data.get("bos", True)
     if not isinstance(bos, bool):
         raise ICLAudioError(f"template {src}: bos must be true or false")
+    mask_eot = data.get("mask_eot", False)
+    if not isinstance(mask_eot, bool):
+        raise ICLAudioError(f"template {src}: mask_eot must be true or false")
     joiner = data.get("labels_joiner", ", ")
     if not isinstance(joiner, str):
         raise ICLAudioError(f"template {src}: labels_joiner must be a string")
@@ -213,6 +231,7 @@ def load_template(name: str = "default") -> Template:
         channel=_read_format(data.get("channel"), src, "channel"),
         labels_joiner=joiner,
         source=src,
+        mask_eot=mask_eot,
     )
 
 
@@ -304,9 +323,14 @@ class PromptBuilder:
     Template text is tokenised once; label token ids are cached (labels repeat across queries).
     """
 
-    def __init__(self, lm: Any, template: Template | str = "default"):
+    def __init__(self, lm: Any, template: Template | str = DEFAULT_TEMPLATE, *, mask_eot: bool | None = None):
         self.lm = lm
         self.template = load_template(template) if isinstance(template, (str, Path)) else template
+        self.mask_eot = self.template.mask_eot if mask_eot is None else bool(mask_eot)
+        eot = lm.layout.special_ids.get(EOT)
+        if self.mask_eot and eot is None:
+            raise ICLAudioError(f"mask_eot: {lm.model_id} has no {EOT} token")
+        self.hidden_ids = frozenset({eot}) if self.mask_eot else frozenset()
         self._label_cache: dict[str, tuple[int, ...]] = {}
         self._compiled = {mode: self._compile(self.template.format(mode), mode) for mode in MODES}
 
@@ -319,6 +343,11 @@ class PromptBuilder:
             if not piece:
                 continue
             if _MARKUP.fullmatch(piece):
+                if piece in UNTRAINED_MARKUP:
+                    raise ICLAudioError(
+                        f"template {self.template.source}: {where} uses {piece}, which Llasa never saw in training "
+                        f"(its embedding is untrained): use TEXT_UNDERSTANDING or SPEECH_GENERATION markup"
+                    )
                 if piece not in self.lm.layout.special_ids:
                     raise ICLAudioError(
                         f"template {self.template.source}: {where} uses {piece}, which is not a special token of "
@@ -382,8 +411,8 @@ class PromptBuilder:
         ``demos``: most similar first (they are placed in reverse, so the most similar sits right
         before the query: recency matters most to a causal LM). ``query_codes``: the query's codec
         codes. ``labels``: the candidates, one :class:`Target` each, in this order.
-        ``content_free``: keep the same demonstrations and crops but give the query no audio (the
-        content-free input of contextual calibration).
+        ``content_free``: keep the same demonstrations and crops; direct mode gives the query no audio (the
+        content-free input of contextual calibration), channel mode gives every candidate an empty label.
         The budget policy is :func:`plan_budget`; ``Prompt.demos_used``/``cropped`` report its effect.
         """
         if mode not in MODES:
@@ -392,6 +421,7 @@ class PromptBuilder:
         parts = comp["parts"]
         label_at = next(i for i, p in enumerate(parts) if p[0] == "label")
         audio_at = next(i for i, p in enumerate(parts) if p[0] == "audio")
+        end_at = next((i for i, p in enumerate(parts) if p[0] == "end"), len(parts))
         to_ids = self.lm.layout.to_ids
         separator = [i for p in comp["separator"] for i in p[1]]
 
@@ -405,10 +435,10 @@ class PromptBuilder:
         demo_over = [len(self._render(parts, no_audio, lt)) + len(separator) for lt in demo_label_tokens]
         if mode == "direct":
             query_struct = len(self._render(parts[:label_at], no_audio, ()))
-            cont_struct = max(len(lt) + len(self._render(parts[label_at + 1:], no_audio, ())) for lt in label_tokens)
+            cont_struct = max(len(lt) + len(self._render(parts[label_at + 1:end_at], no_audio, ())) for lt in label_tokens)
         else:
             query_struct = len(self._render(parts[:label_at], no_audio, ()))
-            cont_struct = max(len(lt) for lt in label_tokens) + len(self._render(parts[label_at + 1:], no_audio, ()))
+            cont_struct = max(len(lt) for lt in label_tokens) + len(self._render(parts[label_at + 1:end_at], no_audio, ()))
         base = len(start) + query_struct + cont_struct
         query_codes = np.asarray(query_codes)
         plan = plan_budget([len(d.codes) for d in demos], len(query_codes), demo_over, base, max_context)
@@ -421,24 +451,26 @@ class PromptBuilder:
             cropped = cropped or len(codes) < len(d.codes)
             prefix += self._render(parts, to_ids(codes).tolist(), lt) + separator
         q = crop_centre(query_codes, plan.query_cap)
-        q_ids = [] if content_free else to_ids(q).tolist()
+        q_ids = [] if content_free and mode == "direct" else to_ids(q).tolist()
 
         targets = []
         if mode == "direct":
             prefix += self._render(parts[:label_at], q_ids, ())
-            tail = self._render(parts[label_at + 1:], q_ids, ())
+            tail = self._render(parts[label_at + 1:end_at], q_ids, ())
             targets = [Target(tuple(lt) + tuple(tail), 0) for lt in label_tokens]
         else:
             prefix += self._render(parts[:label_at], q_ids, ())
             middle = self._render(parts[label_at + 1:audio_at], (), ())
-            rest = self._render(parts[audio_at:], q_ids, ())
+            rest = self._render(parts[audio_at:end_at], q_ids, ())
+            if content_free:  # the same query audio after an empty label, once per candidate
+                label_tokens = [()] * len(label_tokens)
             targets = [Target(tuple(lt) + tuple(middle) + tuple(rest), len(lt) + len(middle)) for lt in label_tokens]
         return Prompt(prefix=tuple(prefix), targets=tuple(targets), demos_used=plan.n_demos, cropped=bool(cropped),
-                      query_tokens=0 if content_free else len(q))
+                      query_tokens=len(q_ids) and len(q), hidden_ids=self.hidden_ids)
 
 
 def build_prompt(lm: Any, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str], *,
-                 template: Template | str = "default", mode: str = "direct", max_context: int = 2048,
+                 template: Template | str = DEFAULT_TEMPLATE, mode: str = "direct", max_context: int = 2048,
                  content_free: bool = False) -> Prompt:
     """One-off :meth:`PromptBuilder.build` (the Scorer keeps a builder to reuse tokenisation)."""
     return PromptBuilder(lm, template).build(demos, query_codes, labels, mode=mode, max_context=max_context,

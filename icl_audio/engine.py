@@ -1,0 +1,505 @@
+"""The log-likelihood engine: exact log p(continuation | prefix) for many continuations, sharing the prefix.
+
+Like lm-evaluation-harness, the contract is one function, :func:`loglikelihood` (model, prefix ids,
+continuations) -> (sum of log p, n scored tokens) per continuation; it knows nothing of prompts or
+labels. :func:`loglikelihood_naive` (one full forward per continuation) is its reference.
+
+It is a pure **plan** (:func:`make_plan`: which tokens go through the model in which pass, at which
+positions, under which mask, and which rows score which token) and a small **executor**
+(:class:`Executor`) that runs a plan on a model. Candidates "dog", "door knock", "door creaks":
+
+    prompt pass   [ p0 p1 ... pP-1 ]              causal; keys/values kept; row pP-1 predicts every first token
+    trie pass     [ dog door knock creaks ]        against the prompt's keys/values
+    positions       P   P    P+1   P+1            ("door" is fed once: the candidates form a TRIE)
+    attention       prompt + own ancestors         ("knock" sees p*, door, itself)
+    LM head       only at rows that predict a scored token, in fp32
+
+A continuation's last token is never fed (it predicts nothing). Candidates beyond ``max_batch_tokens``
+trie tokens go in further trie passes against the same prompt keys/values (channel mode, where each
+continuation carries the query audio, or many labels).
+
+**Hidden tokens.** Token ids in ``hidden_ids`` (Llasa: ``<|eot_id|>``) keep their position but are
+never fed, so nothing attends to them: exactly what Llasa's training did with ``attention_mask = ids
+!= pad`` and ``pad = <|eot_id|>``. A scored token may not follow a hidden one.
+
+**Scores in fp32.** The LM head runs in fp32 from the final hidden states (bf16 logits would carry
+~0.03 nats of rounding per token, ~1 nat over a 250-token channel-mode candidate).
+
+**Three ways to run a plan** (:func:`icl_audio.hf_compat.llama.verified_paths`): ``plain`` (public
+API only: one forward over prompt + trie per pass under a full 4-D mask), ``cached`` (the prompt once,
+its keys/values reused), ``pruned`` (cached, and the last layer computes only the rows the head
+reads). The faster ones prove themselves on each model against ``plain`` before they are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from icl_audio.hf_compat import llama as compat
+
+__all__ = ["Target", "Plan", "Pass", "make_plan", "Executor", "loglikelihood", "loglikelihood_naive",
+           "MAX_BATCH_TOKENS"]
+
+log = logging.getLogger("icl_audio")
+
+MAX_BATCH_TOKENS = 512  # trie tokens per pass; bounds attention/MLP activations
+HEAD_ROWS = 256  # LM-head rows per chunk
+_VOCAB_CHUNK = 16384  # vocabulary rows per fp32 head GEMM: 16,384 x 2,048 fp32 is 128 MB
+
+
+@dataclass(frozen=True)
+class Target:
+    """One candidate continuation: token ids after the shared prefix; ``ids[score_from:]`` are scored."""
+
+    ids: tuple[int, ...]
+    score_from: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# plan (pure data, no model)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One trie pass: ``tokens`` at ``positions``; ``ancestors[i, j]``: node i may attend to node j;
+    ``read``: the nodes whose final hidden state the head needs (in row order)."""
+
+    tokens: tuple[int, ...]
+    positions: tuple[int, ...]
+    ancestors: np.ndarray
+    read: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the model computes. The prompt pass feeds ``prefix``/``prefix_positions``; its last row is
+    head row 0. Each :class:`Pass` appends ``len(read)`` head rows. ``pairs``: (head row, token,
+    continuation index) for every scored token."""
+
+    prefix: tuple[int, ...]
+    prefix_positions: tuple[int, ...]
+    passes: tuple[Pass, ...]
+    pairs: tuple[tuple[int, int, int], ...]
+    n_targets: int
+
+    @property
+    def head_rows(self) -> int:
+        return 1 + sum(len(p.read) for p in self.passes)
+
+    @property
+    def trie_tokens(self) -> int:
+        return sum(len(p.tokens) for p in self.passes)
+
+
+def _as_target(c: Any) -> Target:
+    if isinstance(c, Target):
+        return c
+    if hasattr(c, "ids") and hasattr(c, "score_from"):
+        return Target(tuple(int(x) for x in c.ids), int(c.score_from))
+    return Target(tuple(int(x) for x in c), 0)
+
+
+class _Trie:
+    """Nodes keyed by (parent, token, position), in insertion order (parent < child)."""
+
+    def __init__(self) -> None:
+        self.child: dict[tuple[int, int, int], int] = {}
+        self.tokens: list[int] = []
+        self.positions: list[int] = []
+        self.parent: list[int] = []
+
+    def new_nodes(self, fed: Sequence[tuple[int, int]]) -> int:
+        node = -1
+        for j, (tok, pos) in enumerate(fed):
+            nxt = self.child.get((node, tok, pos))
+            if nxt is None:
+                return len(fed) - j
+            node = nxt
+        return 0
+
+    def insert(self, fed: Sequence[tuple[int, int]]) -> list[int]:
+        path, node = [], -1
+        for tok, pos in fed:
+            nxt = self.child.get((node, tok, pos))
+            if nxt is None:
+                nxt = len(self.tokens)
+                self.child[(node, tok, pos)] = nxt
+                self.tokens.append(tok)
+                self.positions.append(pos)
+                self.parent.append(node)
+            path.append(nxt)
+            node = nxt
+        return path
+
+    def ancestors(self) -> np.ndarray:
+        n = len(self.tokens)
+        anc = np.zeros((n, n), dtype=bool)
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                anc[i] = anc[p]
+            anc[i, i] = True
+        return anc
+
+
+def make_plan(prefix_ids: Sequence[int], continuations: Iterable[Any], *, max_batch_tokens: int = MAX_BATCH_TOKENS,
+              hidden_ids: Iterable[int] = ()) -> Plan:
+    """The :class:`Plan` for scoring ``continuations`` after ``prefix_ids`` (pure function).
+
+    ``continuations``: token-id sequences or :class:`Target` objects. ``hidden_ids``: token ids that
+    keep their position but are never fed (see the module docstring). Raises ValueError for an empty
+    prefix or a scored token that follows a hidden one.
+    """
+    hidden = frozenset(int(x) for x in hidden_ids)
+    full_prefix = [int(x) for x in prefix_ids]
+    if not full_prefix:
+        raise ValueError("loglikelihood needs a non-empty prefix (at least a BOS token)")
+    fed_prefix = [(t, p) for p, t in enumerate(full_prefix) if t not in hidden]
+    targets = [_as_target(c) for c in continuations]
+    base = len(full_prefix)
+
+    # Per continuation: the fed (token, position) pairs, and for each scored token the index in the fed
+    # list of its predecessor (-1: the prompt's last row).
+    feds, scored = [], []
+    for t in targets:
+        fed, where = [], []
+        for j, tok in enumerate(t.ids):
+            if j >= t.score_from:
+                before = full_prefix[-1] if j == 0 else t.ids[j - 1]
+                if before in hidden:
+                    raise ValueError(f"scored token {tok} follows hidden token {before}: nothing would predict it")
+                where.append((len(fed) - 1 if j > 0 else -1, tok))
+            if tok not in hidden:
+                fed.append((tok, base + j))
+        # The last fed token predicts nothing scored unless a scored token follows it: trim trailing ones.
+        last_needed = max((w for w, _ in where), default=-1)
+        feds.append(fed[: last_needed + 1])
+        scored.append(where)
+    if fed_prefix[-1][1] != base - 1 and any(w == -1 for s in scored for w, _ in s):
+        raise ValueError("a scored first token follows a hidden prefix token: nothing would predict it")
+
+    # Pack continuations into tries of at most max_batch_tokens nodes; sorted so that shared first tokens
+    # land in the same trie.
+    order = sorted(range(len(targets)), key=lambda i: feds[i])
+    groups: list[list[int]] = []
+    trie, group, count = _Trie(), [], 0
+    for i in order:
+        new = trie.new_nodes(feds[i])
+        if group and count + new > max_batch_tokens:
+            groups.append(group)
+            trie, group, count = _Trie(), [], 0
+            new = len(feds[i])
+        trie.insert(feds[i])
+        count += new
+        group.append(i)
+    if group:
+        groups.append(group)
+
+    passes, pairs, row = [], [], 1
+    for group in groups:
+        trie = _Trie()
+        paths = {i: trie.insert(feds[i]) for i in group}
+        read = sorted({paths[i][w] for i in group for w, _ in scored[i] if w >= 0})
+        row_of = {node: row + r for r, node in enumerate(read)}
+        for i in group:
+            for w, tok in scored[i]:
+                pairs.append((0 if w < 0 else row_of[paths[i][w]], tok, i))
+        if read:
+            passes.append(Pass(tuple(trie.tokens), tuple(trie.positions), trie.ancestors(), tuple(read)))
+            row += len(read)
+    return Plan(prefix=tuple(t for t, _ in fed_prefix), prefix_positions=tuple(p for _, p in fed_prefix),
+                passes=tuple(passes), pairs=tuple(pairs), n_targets=len(targets))
+
+
+# --------------------------------------------------------------------------------------------
+# executor
+
+
+def _hf_model(model: Any):
+    # Accept a LanguageModel (has .layout) or a bare Hugging Face causal LM.
+    return model.model if hasattr(model, "layout") and hasattr(model, "model") else model
+
+
+def _pass_mask(p: Pass, n_prefix: int, dtype: Any, device: Any, with_prefix_rows: bool):
+    """Additive 4-D mask: 0 where a row may look, -inf elsewhere. Rows: the trie nodes (and, for the
+    plain path, the prompt's rows first, causal); keys: prompt + trie nodes."""
+    import torch
+
+    n = len(p.tokens)
+    rows = n_prefix + n if with_prefix_rows else n
+    allowed = torch.zeros((rows, n_prefix + n), dtype=torch.bool)
+    off = n_prefix if with_prefix_rows else 0
+    if with_prefix_rows:
+        allowed[:n_prefix, :n_prefix] = torch.ones(n_prefix, n_prefix, dtype=torch.bool).tril()
+    allowed[off:, :n_prefix] = True
+    allowed[off:, n_prefix:] = torch.from_numpy(p.ancestors)
+    mask = torch.zeros((1, 1, rows, n_prefix + n), dtype=dtype)
+    return mask.masked_fill_(~allowed, float("-inf")).to(device)
+
+
+class Executor:
+    """Runs a :class:`Plan` on a Hugging Face causal LM (Llama family): final hidden states of the head
+    rows, then fp32 log-probabilities. ``path``: "plain", "cached" or "pruned" (see module docstring)."""
+
+    def __init__(self, model: Any, path: str):
+        self.hf = _hf_model(model)
+        self.decoder = self.hf.get_decoder()
+        emb = self.hf.get_input_embeddings().weight
+        self.device, self.dtype = emb.device, emb.dtype
+        self.path = path
+        self.cache_kw = compat.cache_keyword(self.decoder)
+
+    def _decode(self, rows: list[int], **inputs: Any):
+        """One decoder pass; the final hidden states of ``rows`` (and the output, for its cache)."""
+        import torch
+
+        if self.path == "pruned":
+            with compat.PrunedLastLayer(self.decoder, rows):
+                out = self.decoder(**inputs)
+            return out.last_hidden_state[0], out
+        out = self.decoder(**inputs)
+        return out.last_hidden_state[0, torch.tensor(rows, device=self.device)], out
+
+    def hidden_rows(self, plan: Plan):
+        """(head rows, hidden) tensor: row 0 the prompt's last position, then each pass's read nodes."""
+        import torch
+
+        dev = self.device
+        n_prefix = len(plan.prefix)
+        prefix_t = torch.tensor([plan.prefix], device=dev)
+        prefix_pos = torch.tensor([plan.prefix_positions], device=dev)
+        chunks = []
+        if self.path == "plain":
+            # Public API only: prompt + trie in one forward under a full 4-D mask, the prompt recomputed per pass.
+            for i, p in enumerate(plan.passes or [None]):
+                if p is None:
+                    h, _ = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=False)
+                    chunks.append(h)
+                    break
+                first = [n_prefix - 1] if i == 0 else []
+                h, _ = self._decode(
+                    first + [n_prefix + r for r in p.read], use_cache=False,
+                    input_ids=torch.tensor([plan.prefix + p.tokens], device=dev),
+                    position_ids=torch.tensor([plan.prefix_positions + p.positions], device=dev),
+                    attention_mask=_pass_mask(p, n_prefix, self.dtype, dev, with_prefix_rows=True))
+                chunks.append(h)
+            return torch.cat(chunks, dim=0)
+
+        more = bool(plan.passes)
+        h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=more)
+        chunks.append(h)
+        if more:
+            kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in compat.cache_tensors(compat.output_cache(out))]
+            del out
+            for p in plan.passes:
+                h, _ = self._decode(
+                    list(p.read),
+                    input_ids=torch.tensor([p.tokens], device=dev),
+                    position_ids=torch.tensor([p.positions], device=dev),
+                    attention_mask=_pass_mask(p, n_prefix, self.dtype, dev, with_prefix_rows=False),
+                    use_cache=True, **{self.cache_kw: compat.cache_from_tensors(kv)})
+                chunks.append(h)
+        return torch.cat(chunks, dim=0)
+
+    def run(self, plan: Plan) -> list[tuple[float, int]]:
+        import torch
+
+        if not plan.n_targets:
+            return []
+        with torch.inference_mode():
+            hidden = self.hidden_rows(plan)
+            if not plan.pairs:
+                return [(0.0, 0)] * plan.n_targets
+            rows, tokens, target = (np.asarray(x) for x in zip(*plan.pairs))
+            logps = token_logprobs(self.hf, hidden, rows, tokens)
+        sums = np.zeros(plan.n_targets, dtype=np.float64)
+        np.add.at(sums, target, logps)
+        counts = np.bincount(target, minlength=plan.n_targets)
+        return [(float(sums[i]), int(counts[i])) for i in range(plan.n_targets)]
+
+
+# --------------------------------------------------------------------------------------------
+# the LM head in fp32
+
+
+class _fp32_matmul:
+    """Context manager: true fp32 matmuls (no TF32 on CUDA). On CPU, when both operands hold bf16
+    values, oneDNN's bf16 arithmetic with fp32 accumulation and fp32 output gives the same products
+    exactly and runs on the bf16 units (~1.6x faster than plain fp32 here)."""
+
+    def __init__(self, device: Any, bf16_exact: bool):
+        self.device, self.bf16_exact = device, bf16_exact
+
+    def __enter__(self):
+        import torch
+
+        self.saved = []
+        if self.device.type == "cuda":
+            self.saved.append((torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32))
+            torch.backends.cuda.matmul.allow_tf32 = False
+        elif self.bf16_exact:
+            mm = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
+            if mm is not None and hasattr(mm, "fp32_precision"):
+                self.saved.append((mm, "fp32_precision", mm.fp32_precision))
+                mm.fp32_precision = "bf16"
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, value in self.saved:
+            setattr(obj, name, value)
+        return False
+
+
+def token_logprobs(hf: Any, hidden: Any, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """log p(tokens[i] | hidden[rows[i]]) in fp32 over the whole vocabulary, ``HEAD_ROWS`` rows at a time.
+
+    A plain ``nn.Linear`` head (Llama's) is computed as fp32 ``weight @ hidden^T`` a slice of the
+    vocabulary at a time, each slice turned into a partial logsumexp while still in cache (the partial
+    sums combine exactly). Any other head is called as a module and its logits upcast.
+    """
+    import torch
+
+    head = hf.get_output_embeddings()
+    plain = isinstance(head, torch.nn.Linear) and head.bias is None and head.weight.dtype.is_floating_point
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, hidden.shape[0], HEAD_ROWS):
+        sel = np.nonzero((rows >= start) & (rows < start + HEAD_ROWS))[0]
+        if not len(sel):
+            continue
+        block = hidden[start:start + HEAD_ROWS]
+        r, t = rows[sel] - start, tokens[sel]
+        if plain:
+            out[sel] = _head_fp32(head.weight, block, r, t)
+        else:
+            logits = head(block).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            r_t, t_t = torch.as_tensor(r, device=logits.device), torch.as_tensor(t, device=logits.device)
+            out[sel] = (logits[r_t, t_t] - lse[r_t]).double().cpu().numpy()
+    return out
+
+
+def _head_fp32(weight: Any, block: Any, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    import torch
+
+    h_t = block.float().t().contiguous()  # (hidden, rows)
+    dev = h_t.device
+    partial, picked = [], np.empty(len(r), dtype=np.float64)
+    with _fp32_matmul(dev, bf16_exact=weight.dtype == torch.bfloat16):
+        for v0 in range(0, weight.shape[0], _VOCAB_CHUNK):
+            logits = torch.mm(weight[v0:v0 + _VOCAB_CHUNK].float(), h_t)  # (slice, rows) fp32
+            partial.append(torch.logsumexp(logits, dim=0))
+            here = np.nonzero((t >= v0) & (t < v0 + logits.shape[0]))[0]
+            if len(here):
+                idx_t = torch.as_tensor(t[here] - v0, device=dev)
+                idx_r = torch.as_tensor(r[here], device=dev)
+                picked[here] = logits[idx_t, idx_r].double().cpu().numpy()
+    lse = torch.logsumexp(torch.stack(partial), dim=0).double().cpu().numpy()
+    return picked - lse[r]
+
+
+# --------------------------------------------------------------------------------------------
+# the fast paths, verified once per model
+
+_VERIFIED: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def _probe_plan(hf: Any) -> Plan:
+    # A few tokens through every mechanism: two passes (max_batch_tokens=3), shared trie prefixes,
+    # scored first tokens, and positions beyond the prompt.
+    vocab = hf.get_input_embeddings().weight.shape[0]
+    ids = [int(x) for x in np.random.default_rng(0).integers(0, min(vocab, 1000), size=12)]
+    conts = [Target(tuple(ids[6:9])), Target(tuple(ids[6:8]) + (ids[9],)), Target(tuple(ids[10:12]), 1)]
+    return make_plan(ids[:6], conts, max_batch_tokens=3)
+
+
+def verified_path(model: Any) -> str:
+    """The fastest path that reproduces the plain one on this model ("pruned", "cached" or "plain").
+
+    Checked once per model object on a probe of a few tokens: final hidden states at the head rows
+    must agree with the plain path (relative error 1e-4 in fp32, 3e-2 in bf16/fp16). A path that fails
+    or raises is skipped with one warning line naming the reason.
+    """
+    import torch
+
+    hf = _hf_model(model)
+    path = _VERIFIED.get(hf)
+    if path is not None:
+        return path
+    plan = _probe_plan(hf)
+    tol = 1e-4 if hf.get_input_embeddings().weight.dtype == torch.float32 else 3e-2
+    with torch.inference_mode():
+        ref = Executor(hf, "plain").hidden_rows(plan).float()
+        chosen = "plain"
+        candidates = ["cached"]
+        if compat.prunable(hf.get_decoder().layers[-1]):
+            candidates.insert(0, "pruned")
+        for name in candidates:
+            try:
+                got = Executor(hf, name).hidden_rows(plan).float()
+                err = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+                if got.shape == ref.shape and err <= tol:
+                    chosen = name
+                    break
+                why = f"differs from the plain path (relative error {err:.2e})"
+            except Exception as exc:  # a moved internal: fall back, never a wrong score
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("icl-audio: the %s scoring path is unavailable with transformers on this model (%s); "
+                        "using a slower exact path", name, why)
+    _VERIFIED[hf] = chosen
+    return chosen
+
+
+def loglikelihood(model: Any, prefix_ids: Sequence[int], continuations: Sequence[Any], *,
+                  max_batch_tokens: int = MAX_BATCH_TOKENS, hidden_ids: Iterable[int] = (),
+                  path: str | None = None) -> list[tuple[float, int]]:
+    """Exact log-likelihood of each continuation after a shared prefix.
+
+    ``model``: a :class:`~icl_audio.llm.LanguageModel` or a Hugging Face causal LM (Llama family).
+    ``prefix_ids``: the shared prompt, at least one token. ``continuations``: token-id sequences, or
+    :class:`Target` objects whose ``ids[score_from:]`` alone are scored (the rest is context, as
+    channel mode needs). ``hidden_ids``: tokens that take a position but are never attended to.
+    ``path``: force "plain", "cached" or "pruned" (default: the fastest verified on this model).
+    Returns, in input order, ``(sum of log p in nats, n scored tokens)``; independent of batching
+    beyond float rounding.
+    """
+    plan = make_plan(prefix_ids, continuations, max_batch_tokens=max_batch_tokens, hidden_ids=hidden_ids)
+    return Executor(model, path or verified_path(model)).run(plan)
+
+
+def loglikelihood_naive(model: Any, prefix_ids: Sequence[int], continuations: Sequence[Any], *,
+                        hidden_ids: Iterable[int] = ()) -> list[tuple[float, int]]:
+    """Reference for :func:`loglikelihood`: one full forward over prefix + continuation per continuation,
+    with hidden tokens masked by a 2-D ``attention_mask`` exactly as in training (``ids != pad``).
+
+    Same inputs and outputs; cost grows as candidates x prompt length. Used by tests and the speed bench.
+    """
+    import torch
+
+    hf = _hf_model(model)
+    device = hf.get_input_embeddings().weight.device
+    hidden = frozenset(int(x) for x in hidden_ids)
+    prefix = [int(x) for x in prefix_ids]
+    results = []
+    with torch.inference_mode():
+        for c in continuations:
+            t = _as_target(c)
+            n = len(t.ids)
+            if n - t.score_from <= 0:
+                results.append((0.0, 0))
+                continue
+            seq = prefix + list(t.ids)
+            ids = torch.tensor([seq], device=device)
+            mask = torch.tensor([[0 if x in hidden else 1 for x in seq]], device=device)
+            kwargs = {"attention_mask": mask} if hidden else {}
+            # Rows of the last n+1 positions but the last: row j predicts continuation token j.
+            states = hf.get_decoder()(input_ids=ids, **kwargs).last_hidden_state[0, -(n + 1):-1]
+            logits = states.float() @ hf.get_output_embeddings().weight.float().t()
+            logp = torch.log_softmax(logits, dim=-1)
+            idx = torch.arange(t.score_from, n, device=device)
+            tok = torch.tensor(t.ids[t.score_from:], device=device)
+            results.append((float(logp[idx, tok].double().sum()), n - t.score_from))
+    return results

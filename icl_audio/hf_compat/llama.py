@@ -1,0 +1,131 @@
+"""The scorer's contact points with transformers' Llama internals, each behind a plain alternative.
+
+The engine (:mod:`icl_audio.engine`) needs three things transformers does not offer as stable API.
+Each is listed here with what it touches and how it is guarded; :func:`verified_paths` runs the
+fast ones once per loaded model against the plain path before they are trusted.
+
+1. **The KV-cache keyword and output field.** transformers <= 5.23 passes the cache to the decoder
+   as ``past_key_values=`` and returns it as ``.past_key_values``; 5.24 renamed both to ``cache``
+   (the old keyword is deprecated with a warning). :func:`cache_keyword` reads the decoder's
+   ``forward`` signature; :func:`output_cache` reads whichever field exists.
+2. **Building a cache from tensors** (the prompt's keys and values, reused by every further pass):
+   ``DynamicCache(ddp_cache_data=[(k, v), ...])`` and the per-layer tensors of a returned cache
+   (``cache.layers[i].keys/.values``; older ``key_cache``/``value_cache`` lists; legacy tuples).
+   Guarded: the cached path is compared with the plain path (no cache at all) once per model.
+3. **The pruned last decoder layer**: the last layer's query, attention, output projection and MLP
+   run only on the rows the LM head reads (keys and values still for every row, as later passes
+   need them). It reuses the layer's own submodules (``input_layernorm``, ``self_attn.{q,k,v,o}_proj``,
+   ``self_attn.head_dim/scaling/layer_idx``, ``post_attention_layernorm``, ``mlp``), the module's
+   ``apply_rotary_pos_emb`` and ``transformers.integrations.sdpa_attention.sdpa_attention_forward``.
+   Applied only to the exact classes it was verified on (:data:`PRUNABLE_LAYERS`: Llama's decoder
+   layer and attention); a layer with extra parts (Qwen3's q/k norms, ...) runs in full.
+
+Versions tested: transformers 5.13.0 (the lowest declared) and 5.25.0 (the newest tested).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from typing import Any, Sequence
+
+log = logging.getLogger("icl_audio")
+
+# (decoder layer class, attention class) pairs, by module and name, that the pruned layer reproduces exactly.
+PRUNABLE_LAYERS = {
+    ("transformers.models.llama.modeling_llama", "LlamaDecoderLayer", "LlamaAttention"),
+}
+
+
+def cache_keyword(decoder: Any) -> str:
+    """The keyword under which ``decoder.forward`` takes a KV cache: ``cache`` (5.24+) or ``past_key_values``."""
+    try:
+        params = inspect.signature(decoder.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The cache a decoder returned (``.cache`` in 5.24+, ``.past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
+    """Per-layer (keys, values) of a transformers cache, whatever its generation."""
+    if cache is None:
+        raise AttributeError("the decoder returned no cache")
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v in cache]
+
+
+def cache_from_tensors(kv: Sequence[tuple[Any, Any]]) -> Any:
+    """A fresh cache holding ``kv``; a pass appends to it, leaving the tensors in ``kv`` untouched."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(kv))
+
+
+def prunable(layer: Any) -> bool:
+    """Whether :class:`PrunedLastLayer` may replace ``layer``'s forward: an exact verified class, not
+    already wrapped per instance (accelerate's device hooks, e.g. with ``--int8``)."""
+    attn = getattr(layer, "self_attn", None)
+    key = (type(layer).__module__, type(layer).__name__, type(attn).__name__)
+    return key in PRUNABLE_LAYERS and "forward" not in vars(layer) and hasattr(
+        sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb")
+
+
+class PrunedLastLayer:
+    """Context manager: the decoder's last layer computes (and returns) only ``rows`` of its input.
+
+    ``rows`` index the positions of the pass; the decoder's ``last_hidden_state`` then has
+    ``len(rows)`` positions, in that order. Only for :func:`prunable` layers (the caller checks).
+    ``attention_mask`` is the pass's 4-D additive mask (rows = this pass's positions) or None for a
+    causal pass without cache.
+    """
+
+    def __init__(self, decoder: Any, rows: Sequence[int]):
+        self.layer = decoder.layers[-1]
+        self.rows = list(rows)
+
+    def __enter__(self):
+        self.layer.forward = self._forward  # an instance attribute: nn.Module.__call__ finds it first
+        return self
+
+    def __exit__(self, *exc):
+        del self.layer.forward
+        return False
+
+    def _forward(self, hidden_states, attention_mask=None, position_embeddings=None, **kwargs):
+        import torch
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        layer, attn = self.layer, self.layer.self_attn
+        rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        rows = torch.tensor(self.rows, device=hidden_states.device)
+        batch, n = hidden_states.shape[:2]
+        normed = layer.input_layernorm(hidden_states)
+        cos, sin = position_embeddings
+        # keys and values of every position; queries of the read rows only
+        q = attn.q_proj(normed[:, rows]).view(batch, len(self.rows), -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+        q, _ = rotary(q, q, cos[:, rows], sin[:, rows])
+        _, k = rotary(k, k, cos, sin)
+        if cache is not None:  # later passes attend to these keys: store them as the full layer would
+            k, v = cache.update(k, v, attn.layer_idx)
+        if attention_mask is not None:
+            mask = attention_mask[:, :, rows]
+        else:  # a causal pass over a fresh sequence: row r sees keys 0..r
+            mask = torch.full((1, 1, len(self.rows), k.shape[2]), float("-inf"), dtype=q.dtype, device=q.device)
+            for i, r in enumerate(self.rows):
+                mask[0, 0, i, : r + 1] = 0.0
+        out, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        hidden = hidden_states[:, rows] + attn.o_proj(out.reshape(batch, len(self.rows), -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
