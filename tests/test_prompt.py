@@ -10,6 +10,7 @@ import pytest
 
 from icl_audio.errors import ICLAudioError
 from icl_audio.prompt import (
+    UNTRAINED_MARKUP,
     MIN_DEMO_TOKENS,
     BudgetPlan,
     Demo,
@@ -37,67 +38,110 @@ def _demos():
 
 def test_builtin_templates():
     names = list_templates()
-    assert {"default", "uniaudio"} <= set(names)
+    assert {"llasa", "uniaudio"} <= set(names)
     for name in names:
         t = load_template(name)
         assert t.name == name and t.description
+    assert load_template("default").name == "llasa"  # the 0.1 name still works
     assert (templates_dir() / "README.md").is_file()
 
 
-def test_default_direct_layout(debug_lm):
-    p = build_prompt(debug_lm, _demos(), np.array([7, 8, 9]), ["dog", "cat"])
+@pytest.mark.parametrize("name", ["llasa", "uniaudio"])
+def test_no_shipped_template_uses_untrained_markup(name):
+    text = (templates_dir() / f"{name}.toml").read_text()
+    for token in UNTRAINED_MARKUP:
+        assert token not in text
+
+
+# Llasa's training sequence, written here from the documented format (Llama-3.2 chat template as
+# LLaSA_training's train_tts.py applies it), independently of the template file and the builder.
+SYSTEM = ("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+          "Today Date: 26 Jul 2024\n\n<|eot_id|>")
+
+
+def _turns(label: str, speech: str) -> str:
+    return ("<|start_header_id|>user<|end_header_id|>\n\nConvert the text to speech:"
+            f"<|TEXT_UNDERSTANDING_START|>{label}<|TEXT_UNDERSTANDING_END|><|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n"
+            f"<|SPEECH_GENERATION_START|>{speech}<|SPEECH_GENERATION_END|>")
+
+
+def test_llasa_channel_golden(debug_lm):
+    """Token for token Llasa's training format, against the real tokenizer encoding the whole string."""
+    labels = ["dog", "bird song"]
+    p = build_prompt(debug_lm, _demos(), np.array([7, 8, 9]), labels, template="llasa", mode="channel")
+    demos_text = _turns("cat", _s(3)) + "<|eot_id|>" + _turns("dog", _s(1, 2)) + "<|eot_id|>"
+    for target, label in zip(p.targets, labels):
+        golden = debug_lm.tokenizer("<|begin_of_text|>" + SYSTEM + demos_text + _turns(label, _s(7, 8, 9)),
+                                    add_special_tokens=False)["input_ids"]
+        assert list(p.prefix) + list(target.ids) == golden
+        # scored: the query's speech tokens and <|SPEECH_GENERATION_END|>
+        first = debug_lm.layout.first_speech_id
+        assert list(target.ids[target.score_from:]) == [first + 7, first + 8, first + 9,
+                                                        debug_lm.layout.special_ids["<|SPEECH_GENERATION_END|>"]]
+    eot = debug_lm.layout.special_ids["<|eot_id|>"]
+    assert p.hidden_ids == frozenset({eot})  # as in training: no position attends to <|eot_id|>
+    assert PromptBuilder(debug_lm, "llasa", mask_eot=False).build(_demos(), np.array([7]), labels,
+                                                                  mode="channel").hidden_ids == frozenset()
+
+
+def test_llasa_real_token_ids(debug_lm):
+    """The debug model carries Llasa's exact tokenizer: the ids the real model sees."""
+    p = build_prompt(debug_lm, [], np.array([0]), ["dog"], template="llasa", mode="channel")
+    assert p.prefix[:3] == (128000, 128006, 9125)  # <|begin_of_text|><|start_header_id|>system
+    assert 128009 in p.prefix and p.targets[0].ids[-2:] == (128264, 128261)  # <|s_0|>, SPEECH_GENERATION_END
+
+
+def test_llasa_direct_layout(debug_lm):
+    p = build_prompt(debug_lm, _demos(), np.array([7, 8, 9]), ["dog", "cat"], template="llasa")
     text = render_text(debug_lm, p.prefix)
-    # The most similar demonstration ("dog") sits right before the query.
+    # The most similar demonstration ("dog") sits right before the query; speech only in SPEECH_GENERATION tags.
     assert text == (
         "<|begin_of_text|>" + INSTR
-        + "<|SPEECH_UNDERSTANDING_START|>" + _s(3) + "<|SPEECH_UNDERSTANDING_END|>"
-        + "<|TEXT_GENERATION_START|>cat<|TEXT_GENERATION_END|>"
-        + "<|SPEECH_UNDERSTANDING_START|>" + _s(1, 2) + "<|SPEECH_UNDERSTANDING_END|>"
-        + "<|TEXT_GENERATION_START|>dog<|TEXT_GENERATION_END|>"
-        + "<|SPEECH_UNDERSTANDING_START|>" + _s(7, 8, 9) + "<|SPEECH_UNDERSTANDING_END|>"
-        + "<|TEXT_GENERATION_START|>"
+        + "<|SPEECH_GENERATION_START|>" + _s(3) + "<|SPEECH_GENERATION_END|>cat\n"
+        + "<|SPEECH_GENERATION_START|>" + _s(1, 2) + "<|SPEECH_GENERATION_END|>dog\n"
+        + "<|SPEECH_GENERATION_START|>" + _s(7, 8, 9) + "<|SPEECH_GENERATION_END|>"
     )
-    assert [render_text(debug_lm, t.ids) for t in p.targets] == ["dog<|TEXT_GENERATION_END|>",
-                                                                 "cat<|TEXT_GENERATION_END|>"]
+    assert [render_text(debug_lm, t.ids) for t in p.targets] == ["dog\n", "cat\n"]
     assert all(t.score_from == 0 for t in p.targets)
     assert (p.demos_used, p.cropped, p.query_tokens) == (2, False, 3)
-
-
-def test_default_channel_layout(debug_lm):
-    p = build_prompt(debug_lm, _demos(), np.array([7, 8]), ["dog", "bird song"], mode="channel")
-    text = render_text(debug_lm, p.prefix)
-    assert text.endswith(
-        "<|TEXT_UNDERSTANDING_START|>dog<|TEXT_UNDERSTANDING_END|><|SPEECH_GENERATION_START|>" + _s(1, 2)
-        + "<|SPEECH_GENERATION_END|><|TEXT_UNDERSTANDING_START|>"
-    )
-    for target, label in zip(p.targets, ["dog", "bird song"]):
-        head = render_text(debug_lm, target.ids[: target.score_from])
-        tail = render_text(debug_lm, target.ids[target.score_from:])
-        assert head == label + "<|TEXT_UNDERSTANDING_END|><|SPEECH_GENERATION_START|>"
-        assert tail == _s(7, 8) + "<|SPEECH_GENERATION_END|>"  # only the query audio (+ end) is scored
+    # scored: the label and its plain-text terminator, never markup
+    assert all(debug_lm.is_text_id(i) for t in p.targets for i in t.ids)
 
 
 def test_uniaudio_layout(debug_lm):
     p = build_prompt(debug_lm, _demos(), np.array([5]), ["dog", "cat"], template="uniaudio")
     text = render_text(debug_lm, p.prefix)
+
+    def audio(*codes):
+        return "<|SPEECH_GENERATION_START|>" + _s(*codes) + "<|SPEECH_GENERATION_END|>"
+
     assert text == (
         "<|begin_of_text|>For each of the following input output pairs, output is one of [dog, cat].\n"
-        "###\nInput: < " + _s(3) + " >\nOutput: cat\n"
-        "###\nInput: < " + _s(1, 2) + " >\nOutput: dog\n"
-        "###\nInput: < " + _s(5) + " >\nOutput:"
+        "###\nInput: < " + audio(3) + " >\nOutput: cat\n"
+        "###\nInput: < " + audio(1, 2) + " >\nOutput: dog\n"
+        "###\nInput: < " + audio(5) + " >\nOutput:"
     )
     # The space of "Output: " travels with the label, as Llama's tokenizer writes " dog".
     assert [render_text(debug_lm, t.ids) for t in p.targets] == [" dog\n", " cat\n"]
     assert list(p.targets[0].ids) == debug_lm.text_ids(" dog") + debug_lm.text_ids("\n")
     pc = build_prompt(debug_lm, _demos(), np.array([5]), ["dog", "cat"], template="uniaudio", mode="channel")
     assert render_text(debug_lm, pc.prefix).endswith("###\nLabel:")
-    assert render_text(debug_lm, pc.targets[0].ids) == " dog\nInput: < " + _s(5) + " >\n"
+    t = pc.targets[0]
+    assert render_text(debug_lm, t.ids) == " dog\nInput: < " + audio(5)  # the query stops at {end}
+    assert render_text(debug_lm, t.ids[t.score_from:]) == _s(5) + "<|SPEECH_GENERATION_END|>"
 
 
-HOSTILE = ["<|TEXT_GENERATION_END|>", "<|s_3|>", "x<|SPEECH_UNDERSTANDING_END|>y", "<|begin_of_text|>"]
+def test_untrained_markup_refused(debug_lm, tmp_path):
+    path = _write(tmp_path, GOOD.replace("A: {audio} L:", "<|SPEECH_UNDERSTANDING_START|>{audio} L:"))
+    with pytest.raises(ICLAudioError, match="never saw in training"):
+        PromptBuilder(debug_lm, path)
 
 
-@pytest.mark.parametrize("template", ["default", "uniaudio"])
+HOSTILE = ["<|SPEECH_GENERATION_END|>", "<|s_3|>", "x<|eot_id|>y", "<|begin_of_text|>"]
+
+
+@pytest.mark.parametrize("template", ["llasa", "uniaudio"])
 @pytest.mark.parametrize("mode", ["direct", "channel"])
 def test_labels_cannot_break_structure(debug_lm, template, mode):
     builder = PromptBuilder(debug_lm, template)
@@ -123,11 +167,11 @@ def test_deterministic_and_date_independent(debug_lm):
     a = build_prompt(debug_lm, _demos(), np.array([7]), ["dog", "cat"], template="uniaudio")
     b = build_prompt(debug_lm, _demos(), np.array([7]), ["dog", "cat"], template="uniaudio")
     assert a == b
-    today = datetime.date.today()
-    for template in ("default", "uniaudio"):
-        text = render_text(debug_lm, build_prompt(debug_lm, _demos(), np.array([7]), ["dog"], template=template).prefix)
-        assert str(today.year) not in text and "Date" not in text
-        assert "<|start_header_id|>" not in text  # no chat template (it writes today's date)
+    today = datetime.date.today().strftime("%d %b %Y")
+    for template in ("llasa", "uniaudio"):
+        for mode in ("direct", "channel"):
+            p = build_prompt(debug_lm, _demos(), np.array([7]), ["dog"], template=template, mode=mode)
+            assert today not in render_text(debug_lm, p.prefix)  # the system header's date is fixed
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,6 +248,12 @@ def test_content_free_keeps_demos(debug_lm):
     cf = builder.build(_demos(), np.array([7, 8]), ["dog"], content_free=True)
     assert len(cf.prefix) == len(real.prefix) - 2 and cf.query_tokens == 0
     assert cf.targets == real.targets
+    # channel: the query keeps its audio, the label is empty
+    real = builder.build(_demos(), np.array([7, 8]), ["dog", "cat"], mode="channel")
+    cf = builder.build(_demos(), np.array([7, 8]), ["dog", "cat"], mode="channel", content_free=True)
+    assert cf.prefix == real.prefix and cf.query_tokens == 2
+    dog = len(builder.label_ids("dog", "channel"))
+    assert cf.targets[0] == cf.targets[1] and cf.targets[0].ids == real.targets[0].ids[dog:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +302,7 @@ def test_invalid_templates(tmp_path, body, needle):
 def test_unknown_template_and_markup(debug_lm, tmp_path):
     with pytest.raises(ICLAudioError) as exc:
         load_template("no-such-template")
-    assert "default" in str(exc.value)
+    assert "llasa" in str(exc.value)
     with pytest.raises(ICLAudioError):
         load_template(str(tmp_path / "missing.toml"))
     path = _write(tmp_path, GOOD.replace("Which?", "<|NOT_A_TOKEN|>Which?"))
