@@ -16,10 +16,10 @@ from icl_audio.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG = ["--model", "debug", "--codec", "debug", "--quiet"]
-METHODS = {"icl", "knn", "majority", "random-label", "icl-random-demos"}
+METHODS = {"icl", "knn", "linear-probe", "majority", "random-label", "icl-random-demos"}
 # Two folds x three classes x two clips: 6 queries and 6 support clips per fold.
 ESC_ARGS = ["--k", "0,1,2", "--mode", "direct,channel", *DEBUG]
-ESC_RUNS_PER_FOLD = 3 * 2 + 2 * 2 + 2 + 1 + 1  # icl k x mode, random demos (k>0) x mode, knn (k>0), majority, random
+ESC_RUNS_PER_FOLD = 3 * 2 + 2 * 2 + 2 + 1 + 1 + 1  # icl k x mode, random demos (k>0) x mode, knn (k>0), probe, majority, random
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_single_label_bench_writes_every_output(esc50_reference, trees, capsys):
         assert r["model_id"] == "debug" and r["codec_id"] == "debug" and r["model_revision"] and r["codec_revision"]
         assert r["icl_audio_version"] and r["seconds"] >= 0
         assert (r["mode"] is None) == (r["method"] not in ("icl", "icl-random-demos"))
-        assert (r["k"] is None) == (r["method"] in ("majority", "random-label"))
+        assert (r["k"] is None) == (r["method"] in ("majority", "random-label", "linear-probe"))
     assert not any(r["method"] == "knn" and r["k"] == 0 for r in runs)
     assert {(s["method"], s["k"]) for s in results["skipped"]} == {("knn", 0), ("icl-random-demos", 0)}
     summary = {(e["method"], e["k"], e["mode"]): e for e in results["summary"]}
@@ -124,11 +124,11 @@ def test_resume_after_interruption_computes_only_what_is_missing(esc50_reference
     # Direct mode only (faster); its runs must equal the reference's runs of the same names.
     out = tmp_path / "resume"
     cfg = BenchConfig("esc50", trees["esc50"], ks=(0, 1, 2), modes=("direct",), model="debug", codec="debug", out=out)
-    total = 2 * 6 * (3 + 2 + 2 + 1 + 1)
+    total = 2 * 6 * (3 + 2 + 2 + 1 + 1 + 1)
 
     def same_as_reference() -> None:
         mine, ref = _predictions(out), _predictions(esc50_reference)
-        assert len(mine) == 18 and all(mine[name] == ref[name] for name in mine)
+        assert len(mine) == 20 and all(mine[name] == ref[name] for name in mine)
         ref_runs = [r for r in _metrics(esc50_reference) if r["mode"] in (None, "direct")]
         assert _metrics(out) == ref_runs
 

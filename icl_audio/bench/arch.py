@@ -5,8 +5,15 @@ Flow for one dataset (``run_bench``)::
     recipe.prepare(root) -> items -> evaluation units (folds or "test")
     per unit: support items -> stored support set  `bench-<dataset>-<unit>-<hash>` (built once, by rank 0)
               query items   -> [--limit: seeded subsample, dataset order kept] -> this rank's shard
-              query codes (CodeCache) -> clip embeddings -> neighbours once, with the largest k
+              query codes (encoding.stream_codes) -> clip embeddings -> neighbours once, with the largest k
+              linear probe trained once on the support set's embeddings (same representation)
               per query: every run (method x k x mode) on that same retrieval, one JSON line each
+
+Every clip, support or query, is read up to the dataset's ARCH clip length (``Recipe.clip_seconds``:
+ESC-50 5 s, FSD50K 10 s, MTT 30 s, ...), its head kept as ARCH does. Shorter clips are *not* padded
+with silence: ARCH pads so that a probe sees fixed-size batches, but here padding would only add
+codec tokens of silence to every prompt, spending the context budget on nothing and telling the LLM
+that silence is part of the class.
     rank 0, after all ranks: merge the lines per run, compute metrics, write the reports
 
 Predictions are the single source of truth: lines are appended (flushed) as they are computed,
@@ -23,6 +30,8 @@ import hashlib
 import json
 import logging
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -30,10 +39,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from icl_audio.bench import baselines, report
+from icl_audio.bench.clap import CLAP_TEMPLATE, DEFAULT_CLAP
 from icl_audio.bench.distributed import Dist
 from icl_audio.bench.metrics import accuracy, confusion_matrix, macro_f1, mean_average_precision
 from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM, LLASA_CONTEXT
 from icl_audio.errors import ICLAudioError, SupportSetError
+from icl_audio.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from icl_audio.recipes import Item, Recipe
@@ -42,7 +53,12 @@ log = logging.getLogger("icl_audio.bench")
 
 #: Bumped when the meaning of a prediction line changes: old lines are then recomputed.
 FORMAT_VERSION = 1
-METHODS = ("icl", "knn", "majority", "random-label", "icl-random-demos")
+METHODS = ("icl", "knn", "linear-probe", "clap-zero-shot", "majority", "random-label", "icl-random-demos")
+#: What runs without --methods: every method but CLAP (another model, another download).
+DEFAULT_METHODS = ("icl", "knn", "linear-probe", "majority", "random-label", "icl-random-demos")
+#: Always run: the trained-probe reference on the same representation belongs in every report.
+ALWAYS_METHODS = ("linear-probe",)
+UNIT_METHODS = ("linear-probe", "clap-zero-shot", "majority", "random-label")  # one run per unit, no k, no mode
 ICL_METHODS = ("icl", "icl-random-demos")
 RETRIEVAL_METHODS = ("icl", "knn")  # the methods that read the retrieved neighbours
 RANDOM_METHODS = ("random-label", "icl-random-demos")
@@ -76,6 +92,9 @@ class BenchConfig:
     methods: any of :data:`METHODS`. model / codec: as ``load_lm`` / ``load_codec`` accept them.
     out: output folder (default ``bench-results/<dataset>``). seed: seeds the subsample and the
     random baselines. protocol: None for ARCH's, or "folds"/"splits" where a recipe has both.
+    clip_seconds: how much of each clip is read (head kept); None for the dataset's ARCH length.
+    clap_model: the CLAP checkpoint of the ``clap-zero-shot`` method (hub id or local folder).
+    probe_epochs: epochs of the ``linear-probe`` baseline (ARCH's default 200).
     """
 
     dataset: str
@@ -84,13 +103,16 @@ class BenchConfig:
     modes: tuple[str, ...] = MODES
     folds: tuple[int | str, ...] | None = None
     limit: int | None = None
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     model: str = DEFAULT_LLM
     codec: str = DEFAULT_CODEC
     out: Path | None = None
     device: str = "auto"
     seed: int = 0
     protocol: str | None = None
+    clip_seconds: float | None = None
+    clap_model: str = DEFAULT_CLAP
+    probe_epochs: int = 200
 
     @property
     def out_dir(self) -> Path:
@@ -226,7 +248,7 @@ def plan_runs(unit: int | str, methods: Sequence[str], ks: Sequence[int], modes:
     for method in METHODS:
         if method not in methods:
             continue
-        if method in ("majority", "random-label"):
+        if method in UNIT_METHODS:
             runs.append(RunSpec(unit, method, None, None))
             continue
         for k in ks:
@@ -243,29 +265,35 @@ def plan_runs(unit: int | str, methods: Sequence[str], ks: Sequence[int], modes:
     return runs, skipped
 
 
-def run_fingerprint(run: RunSpec, support_name: str, seed: int) -> str:
-    """A short hash of everything that determines the run's predictions (queries are keyed by path)."""
-    from icl_audio.audio import DEFAULT_MAX_SECONDS
+def run_fingerprint(run: RunSpec, support_name: str, seed: int, max_seconds: float | None = None,
+                    extra: dict[str, Any] | None = None) -> str:
+    """A short hash of everything that determines the run's predictions (queries are keyed by path).
 
+    max_seconds: the clip length queries are read with; extra: method settings (probe config, CLAP model).
+    """
     spec: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "support": support_name,
         "method": run.method,
         "k": run.k,
-        "max_seconds": DEFAULT_MAX_SECONDS,
+        "max_seconds": max_seconds,
     }
     if run.method in ICL_METHODS:
         spec["scoring"] = {**SCORING_DEFAULTS, "mode": run.mode}
     if run.method in RANDOM_METHODS:
         spec["seed"] = seed
+    if extra:
+        spec["method_settings"] = extra
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def support_set_name(dataset: str, unit: int | str, root: Path, model: str, codec: str, items: Sequence["Item"]) -> str:
-    """``bench-<dataset>-<unit>-<hash>``: the hash covers root, model, codec and the support items."""
-    payload = json.dumps(
-        [str(root), model, codec, [[str(it.path), list(it.labels)] for it in items]], ensure_ascii=False
-    )
+def support_set_name(dataset: str, unit: int | str, root: Path, model: str, codec: str, items: Sequence["Item"],
+                     max_seconds: float | None = None) -> str:
+    """``bench-<dataset>-<unit>-<hash>``: the hash covers root, model, codec, clip length and the support items."""
+    parts: list[Any] = [str(root), model, codec, [[str(it.path), list(it.labels)] for it in items]]
+    if max_seconds is not None:
+        parts.append(float(max_seconds))
+    payload = json.dumps(parts, ensure_ascii=False)
     return f"bench-{dataset}-{unit_label(unit)}-{hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]}"
 
 
@@ -338,11 +366,16 @@ def scan_done(out: Path, unit: Unit) -> None:
 
 
 class _Engine:
-    """Lazily loaded models shared by every unit of one bench run."""
+    """Lazily loaded models shared by every unit of one bench run.
 
-    def __init__(self, cfg: BenchConfig, dist: Dist):
-        self.cfg, self.dist = cfg, dist
+    ``max_seconds``: the clip length support clips and queries are read with (the dataset's ARCH length).
+    """
+
+    def __init__(self, cfg: BenchConfig, dist: Dist, max_seconds: float | None = None):
+        self.cfg, self.dist, self.max_seconds = cfg, dist, max_seconds
         self._clf = None
+        self._clap = None
+        self._probes: dict[str, Any] = {}
 
     @property
     def device(self) -> str:
@@ -353,12 +386,21 @@ class _Engine:
         from icl_audio.classifier import ICLClassifier
 
         if self._clf is None:
-            self._clf = ICLClassifier(self.cfg.model, self.cfg.codec, device=self.device, mode="direct")
+            self._clf = ICLClassifier(self.cfg.model, self.cfg.codec, device=self.device, mode="direct",
+                                      max_seconds=self.max_seconds)
             self._clf.codec_model  # loads the LM too and checks that the pair matches
         if mode == "direct":
             return self._clf
         return ICLClassifier(self.cfg.model, self.cfg.codec, device=self.device, mode=mode,
-                             lm=self._clf.lm, codec_model=self._clf.codec_model)
+                             lm=self._clf.lm, codec_model=self._clf.codec_model, max_seconds=self.max_seconds)
+
+    def clap(self):
+        """The CLAP zero-shot scorer (loaded on first use; a missing model is one line)."""
+        if self._clap is None:
+            from icl_audio.bench.clap import ClapZeroShot
+
+            self._clap = ClapZeroShot(self.cfg.clap_model, device=self.device)
+        return self._clap
 
     def ensure_support(self, unit: Unit, multi_label: bool, root: Path, dataset: str, progress_factory: ProgressFactory | None) -> None:
         """Build the unit's support set unless it is stored already (resumable through the code cache)."""
@@ -367,20 +409,36 @@ class _Engine:
         if store.exists(unit.support_name):
             return
         clf = self.classifier()
-        summary = store.build_named_set(
-            unit.support_name, unit.support_items, model=self.cfg.model, codec=self.cfg.codec, device=self.device,
-            multi_label=multi_label, progress_factory=progress_factory, lm=clf.lm, codec_model=clf.codec_model,
-            extra={"dataset": dataset, "source": {"kind": "bench", "dataset": dataset, "root": str(root), "unit": unit.unit}},
-        )
+        with _quiet_crops():
+            summary = store.build_named_set(
+                unit.support_name, unit.support_items, model=self.cfg.model, codec=self.cfg.codec, device=self.device,
+                multi_label=multi_label, progress_factory=progress_factory, lm=clf.lm, codec_model=clf.codec_model,
+                max_seconds=self.max_seconds,
+                extra={"dataset": dataset, "clip_seconds": self.max_seconds,
+                       "source": {"kind": "bench", "dataset": dataset, "root": str(root), "unit": unit.unit}},
+            )
         if summary["skipped"]:
             log.warning("%s: %d support clips could not be read and were left out (e.g. %s)",
                         unit.support_name, len(summary["skipped"]), summary["skipped"][0][1])
 
+    def probe(self, name: str, support):
+        """The linear probe of support set ``name``, trained once (a pure function of the set and the config)."""
+        from icl_audio.bench.probe import train_probe
+
+        if name not in self._probes:
+            self._probes = {name: train_probe(support.embeddings, support.labels, multi_label=support.multi_label,
+                                             classes=support.classes, config=self.probe_config())}
+        return self._probes[name]
+
+    def probe_config(self):
+        from icl_audio.bench.probe import ProbeConfig
+
+        return ProbeConfig(epochs=self.cfg.probe_epochs, seed=self.cfg.seed)
+
     def compute(self, unit: Unit, out: Path, *, progress_factory: ProgressFactory | None, on_prediction) -> int:
         """Compute this rank's missing predictions of ``unit``, appending each line as it is made."""
         from icl_audio import support as store
-        from icl_audio.audio import DEFAULT_MAX_SECONDS, load_audio
-        from icl_audio.errors import AudioError
+        from icl_audio.encoding import stream_codes
         from icl_audio.retrieval import Neighbor, clip_embeddings
 
         positions = unit.pending(self.dist)
@@ -393,28 +451,24 @@ class _Engine:
         encoder = self.classifier()
         lm = encoder.lm
 
-        # Query codes, through the code cache (queries of one fold are support clips of the others).
+        # Query codes through the one streaming path (bounded memory, code cache: queries of one
+        # fold are support clips of the others), read up to the dataset's clip length.
         codes: dict[int, np.ndarray] = {}
         errors: dict[int, str] = {}
         bar = progress_factory(len(positions), f"encoding {unit_label(unit.unit)} queries") if progress_factory else None
-        for start in range(0, len(positions), ENCODE_CHUNK):
-            chunk, samples = [], []
-            for p in positions[start : start + ENCODE_CHUNK]:
-                try:
-                    samples.append(load_audio(unit.queries[p].path, max_seconds=DEFAULT_MAX_SECONDS).samples)
-                    chunk.append(p)
-                except AudioError as exc:
-                    errors[p] = str(exc)
-                    if bar:
-                        bar(1)
-            if samples:
-                for p, c in zip(chunk, encoder.encode(samples, progress=bar)):
-                    codes[p] = np.asarray(c)
+        with _quiet_crops():
+            for enc in stream_codes((unit.queries[p].path for p in positions), encoder.codec_model, cache=encoder.cache,
+                                    max_seconds=self.max_seconds, progress=bar):
+                if enc.codes is None:
+                    errors[positions[enc.index]] = str(enc.error)
+                else:
+                    codes[positions[enc.index]] = np.asarray(enc.codes)
         ok = [p for p in positions if p in codes]
         embeddings = clip_embeddings(lm, [codes[p] for p in ok]) if ok else np.zeros((0, support.embeddings.shape[1]), np.float32)
         row_of = {p: i for i, p in enumerate(ok)}
         kmax = max([r.k for r in unit.runs if r.method in RETRIEVAL_METHODS and r.k] or [0])
         neighbours = support.index.search(embeddings, kmax) if kmax > 0 and ok else [[] for _ in ok]
+        clap = self._clap_rankings(unit, positions, candidates, progress_factory, support.multi_label)
 
         work = sum(len(unit.missing(p)) for p in positions)
         bar = progress_factory(work, f"predicting {unit_label(unit.unit)}") if progress_factory else None
@@ -427,11 +481,16 @@ class _Engine:
                 for run in unit.missing(p):
                     started = time.perf_counter()
                     line: dict[str, Any] = {"fp": unit.fps[run.name], "i": p, "query": key, "truth": list(item.labels)}
-                    if p in errors:
+                    if run.method == "clap-zero-shot":
+                        # CLAP reads the audio itself (48 kHz): its own errors, not the codec's.
+                        line.update(clap[p])
+                    elif p in errors:
                         line["error"] = errors[p]
                     else:
                         q = row_of[p]
-                        line.update(self._predict(run, key, codes[p], embeddings[q], neighbours[q], support, candidates, clfs, Neighbor))
+                        line.update(self._predict(run, key, codes[p], embeddings[q], neighbours[q], support, candidates, clfs, Neighbor,
+                                                  unit.support_name))
+                    # The probe's training (once per unit) counts in the first line that needed it.
                     line["seconds"] = round(time.perf_counter() - started, 6)
                     handle = files.get(run.name)
                     if handle is None:
@@ -449,7 +508,23 @@ class _Engine:
                 handle.close()
         return computed
 
-    def _predict(self, run, key, query_codes, query_embedding, retrieved, support, candidates, clfs, Neighbor) -> dict[str, Any]:
+    def _clap_rankings(self, unit: Unit, positions: Sequence[int], candidates, progress_factory,
+                       multi_label: bool) -> dict[int, dict[str, Any]]:
+        """CLAP's ranked labels (or read error) for the positions that lack a clap-zero-shot line."""
+        runs = [r for r in unit.runs if r.method == "clap-zero-shot"]
+        todo = [p for p in positions if any(r in unit.missing(p) for r in runs)]
+        if not todo:
+            return {}
+        clap = self.clap()
+        bar = progress_factory(len(todo), f"CLAP {unit_label(unit.unit)}") if progress_factory else None
+        out: dict[int, dict[str, Any]] = {}
+        for p, result in zip(todo, clap.rank_files([unit.queries[p].path for p in todo], candidates,
+                                                   max_seconds=self.max_seconds, multi_label=multi_label, progress=bar)):
+            out[p] = {"error": result} if isinstance(result, str) else {"ranked": _round_ranked(result), "demonstrations": []}
+        return out
+
+    def _predict(self, run, key, query_codes, query_embedding, retrieved, support, candidates, clfs, Neighbor,
+                 support_name: str) -> dict[str, Any]:
         if run.method == "icl":
             pred = clfs[run.mode].predict_codes(query_codes, retrieved[: run.k], candidates, source=key)
             return _icl_fields(pred)
@@ -464,12 +539,22 @@ class _Engine:
             used = retrieved[: run.k]
             ranked = baselines.knn_vote([support.labels[n.index] for n in used], [n.similarity for n in used], candidates)
             return {"ranked": _round_ranked(ranked), "demonstrations": [_demo(support, n) for n in used]}
+        if run.method == "linear-probe":
+            return {"ranked": _round_ranked(self.probe(support_name, support).rank(query_embedding)[0]), "demonstrations": []}
         if run.method == "majority":
             return {"ranked": _round_ranked(baselines.majority(support.labels, candidates)), "demonstrations": []}
         if run.method == "random-label":
             rng = baselines.query_rng(self.cfg.seed, run.method, key)
             return {"ranked": _round_ranked(baselines.random_label(candidates, rng)), "demonstrations": []}
         raise AssertionError(run.method)
+
+
+@contextmanager
+def _quiet_crops():
+    """Silence load_audio's "keeping the first N s" warning: cropping to the clip length is the protocol here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* s long, keeping the first .* \(max_seconds\)")
+        yield
 
 
 def _score(x: float) -> float:
@@ -519,7 +604,7 @@ def merge_run(out: Path, unit: Unit, run: RunSpec) -> list[dict]:
             raise BenchError(f"{run.name}: no prediction for {item.path} (a process stopped early? re-run the same command to resume)")
         # Truth from the current metadata: a relabelled query is then scored against its new label.
         lines.append({**line, "i": position, "truth": list(item.labels)})
-    report.write_atomic(files[0], "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    atomic_write(files[0], "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
     for path in files[1:]:
         path.unlink(missing_ok=True)
     return lines
@@ -585,6 +670,10 @@ NOTES_COMMON = [
     "smaller k take the nearest prefix). icl = the method; knn = similarity-weighted vote of the same k "
     "neighbours; majority = training label frequencies; random-label = uniform random scores (chance); "
     "icl-random-demos = icl with k uniformly random support clips instead of the retrieved ones.",
+    "linear-probe = ARCH's probe (one linear layer; AdamW lr 1e-3, 10% warm-up then linear decay, batch 32, a fixed "
+    "number of epochs, the last kept; cross-entropy or per-label binary cross-entropy) trained on the whole support "
+    "set's retrieval embeddings (mean-pooled speech-token embeddings, standardised): what a trained probe gets from "
+    "the representation the method retrieves with. It is not the published probes, which use other backbones.",
     "modes apply to the icl methods only; icl at k=0 is zero-shot.",
     "fold averages are means with the population std (ddof=0) over the evaluated units.",
     "seconds = time spent predicting (scoring) the run's queries, summed over queries and processes; it excludes "
@@ -625,6 +714,15 @@ def finish(cfg: BenchConfig, recipe: "Recipe", root: Path, units: Sequence[Unit]
     summary = report.summarize(runs, recipe.multi_label)
     primary = report.metric_names(recipe.multi_label)[0]
     notes = list(NOTES_MULTI if recipe.multi_label else NOTES_SINGLE) + NOTES_COMMON
+    clip_seconds = float(cfg.clip_seconds if cfg.clip_seconds is not None else recipe.clip_seconds)
+    notes.append(
+        f"clips: support clips and queries read up to {clip_seconds:g} s, the head kept"
+        + (" (ARCH's length for this dataset)" if cfg.clip_seconds is None else f" (--clip-seconds; ARCH uses {recipe.clip_seconds:g} s)")
+        + "; shorter clips are not padded (silence would only add codec tokens to the prompts)."
+    )
+    if "clap-zero-shot" in cfg.methods:
+        notes.append(f"clap-zero-shot: {cfg.clap_model}, each label as the text \"{CLAP_TEMPLATE.format(label='<label>')}\", "
+                     "queries ranked by audio-text similarity; no support clip is used.")
     if cfg.limit is not None:
         notes.append(
             f"--limit {cfg.limit}: at most {cfg.limit} queries per unit, a seeded subsample (seed {cfg.seed}, hash order "
@@ -673,6 +771,9 @@ def finish(cfg: BenchConfig, recipe: "Recipe", root: Path, units: Sequence[Unit]
             "folds": [u.unit for u in units],
             "limit": cfg.limit,
             "seed": cfg.seed,
+            "clip_seconds": clip_seconds,
+            "linear_probe": _Engine(cfg, Dist()).probe_config().fingerprint(),
+            **({"clap_model": cfg.clap_model} if "clap-zero-shot" in cfg.methods else {}),
         },
         "runs": runs,
         "summary": summary,
@@ -710,6 +811,14 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     ks = parse_ks(cfg.ks)
     modes = parse_choices(cfg.modes, MODES, "--mode")
     methods = parse_choices(cfg.methods, METHODS, "--methods")
+    methods += tuple(m for m in ALWAYS_METHODS if m not in methods)
+    if cfg.clip_seconds is not None and (isinstance(cfg.clip_seconds, bool) or not isinstance(cfg.clip_seconds, (int, float))
+                                         or not 0 < cfg.clip_seconds <= 3600):
+        raise BenchError(f"--clip-seconds must be a number of seconds in (0, 3600], got {cfg.clip_seconds!r}")
+    if isinstance(cfg.probe_epochs, bool) or not isinstance(cfg.probe_epochs, int) or cfg.probe_epochs < 1:
+        raise BenchError(f"--probe-epochs must be a positive integer, got {cfg.probe_epochs!r}")
+    if not isinstance(cfg.clap_model, str) or not cfg.clap_model.strip():
+        raise BenchError(f"--clap-model must be a hub id or a folder, got {cfg.clap_model!r}")
     if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
         raise BenchError(f"--limit must be a positive integer, got {cfg.limit!r}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
@@ -741,6 +850,9 @@ def run_bench(
         raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")
     chosen = select_units(recipe, items, cfg.folds, root, cfg.protocol)
     out = cfg.out_dir.expanduser().resolve()
+    max_seconds = float(cfg.clip_seconds if cfg.clip_seconds is not None else recipe.clip_seconds)
+    method_settings = {"linear-probe": _Engine(cfg, dist).probe_config().fingerprint(),
+                       "clap-zero-shot": {"model": cfg.clap_model, "template": CLAP_TEMPLATE}}
 
     units: list[Unit] = []
     skipped: list[dict] = []
@@ -749,21 +861,21 @@ def run_bench(
         if not support_items:
             raise SupportSetError(f"{recipe.name} {unit_label(u)}: no training clips under {root} to take demonstrations from")
         runs, skipped_here = plan_runs(u, cfg.methods, cfg.ks, cfg.modes)
-        if not runs:
+        if not any(r.method not in ALWAYS_METHODS for r in runs) and any(m not in ALWAYS_METHODS for m in cfg.methods):
             raise BenchError(f"nothing to run: --methods {','.join(cfg.methods)} with --k {','.join(map(str, cfg.ks))} "
                              "(knn and icl-random-demos need a k >= 1)")
         if not skipped:
             skipped = skipped_here
-        name = support_set_name(recipe.name, u, root, cfg.model, cfg.codec, support_items)
+        name = support_set_name(recipe.name, u, root, cfg.model, cfg.codec, support_items, max_seconds)
         unit = Unit(u, support_items, subsample(queries, cfg.limit, cfg.seed), name, runs,
-                    {r.name: run_fingerprint(r, name, cfg.seed) for r in runs})
+                    {r.name: run_fingerprint(r, name, cfg.seed, max_seconds, method_settings.get(r.method)) for r in runs})
         scan_done(out, unit)
         units.append(unit)
     reused = sum(len(unit.queries) * len(unit.runs) - sum(len(unit.missing(p)) for p in range(len(unit.queries))) for unit in units)
 
     if dist.world > 1:
         dist.start(dist.device(cfg.device))
-    engine = _Engine(cfg, dist)
+    engine = _Engine(cfg, dist, max_seconds)
     # Phase 1 (rank 0 alone): build the support sets that some rank will need, and load the
     # models once first, so that locally built models (debug) are never written by two processes.
     if dist.is_main and any(unit.pending() for unit in units):

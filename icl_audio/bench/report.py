@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from icl_audio.bench.metrics import mean_std
+from icl_audio.fsutil import atomic_write
 
 # Display order: the method first, then the baselines it must beat.
-METHOD_ORDER = ("icl", "icl-random-demos", "knn", "majority", "random-label")
+METHOD_ORDER = ("icl", "icl-random-demos", "knn", "linear-probe", "clap-zero-shot", "majority", "random-label")
+# Line style of the k-independent methods in the metric-against-k plot (colour, dash pattern).
+FLAT_STYLE = {"linear-probe": ("tab:purple", "-."), "clap-zero-shot": ("tab:brown", ":"),
+              "majority": ("black", "--"), "random-label": ("grey", "--")}
 MODE_ORDER = ("direct", "channel", None)
 
 
@@ -22,22 +24,6 @@ def metric_names(multi_label: bool) -> tuple[str, str]:
 
 
 METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "map_macro": "mAP (macro)", "map_weighted": "mAP (weighted)"}
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so readers see the old content or the new, never half: temp file + fsync + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def config_key(method: str, k: int | None, mode: str | None) -> tuple:
@@ -96,7 +82,7 @@ def _cell(entry: Mapping[str, Any] | None, metric: str, units: int) -> str:
 def table_grid(results: Mapping[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
     """The summary as a grid: header ``[method, mode, k=..]`` and one row per (method, mode), in %.
 
-    Methods that do not depend on k (majority, random-label) show their one value under every k,
+    Methods that do not depend on k (linear-probe, clap-zero-shot, majority, random-label) show their one value under every k,
     so they read as the reference line the method must clear.
     """
     summary = results["summary"]
@@ -184,7 +170,7 @@ def _png(fig) -> bytes:
 def plot_metric_vs_k(results: Mapping[str, Any]) -> bytes:
     """PNG: the primary metric against k, one line per (method, mode) with std error bars.
 
-    k-independent baselines (majority, random-label) are horizontal dashed lines.
+    k-independent methods (linear-probe, clap-zero-shot, majority, random-label) are horizontal lines.
     """
     metric = metric_names(results["multi_label"])[0]
     fig = _figure(6.4, 4.2)
@@ -198,7 +184,8 @@ def plot_metric_vs_k(results: Mapping[str, Any]) -> bytes:
         if entries[0]["k"] is None:
             mean = entries[0][f"{metric}_mean"]
             if isinstance(mean, float) and mean == mean:
-                ax.axhline(100 * mean, linestyle="--", linewidth=1, label=label, color="grey" if method == "random-label" else "black")
+                color, dash = FLAT_STYLE.get(method, ("black", "--"))
+                ax.axhline(100 * mean, linestyle=dash, linewidth=1.2, label=label, color=color)
             continue
         entries = sorted((e for e in entries if isinstance(e[f"{metric}_mean"], float) and e[f"{metric}_mean"] == e[f"{metric}_mean"]),
                          key=lambda e: e["k"])
@@ -264,13 +251,13 @@ def write_reports(out: Path, results: Mapping[str, Any], confusion: tuple[str, S
     ``confusion``: (title, labels, counts) of the best single-label configuration, or None.
     """
     out = Path(out)
-    write_atomic(out / "results.json", json.dumps(jsonable(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    write_atomic(out / "results.md", render_markdown(results))
+    atomic_write(out / "results.json", json.dumps(jsonable(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write(out / "results.md", render_markdown(results))
     metric = metric_names(results["multi_label"])[0]
-    write_atomic(out / f"{metric_plot_name(metric)}", plot_metric_vs_k(results))
+    atomic_write(out / f"{metric_plot_name(metric)}", plot_metric_vs_k(results))
     if confusion is not None:
         title, labels, counts = confusion
-        write_atomic(out / "confusion.png", plot_confusion(labels, counts, title))
+        atomic_write(out / "confusion.png", plot_confusion(labels, counts, title))
 
 
 def metric_plot_name(metric: str) -> str:

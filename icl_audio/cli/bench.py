@@ -52,8 +52,9 @@ def codec(
 # ---------------------------------------------------------------------------------------------
 # The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
 
-# Kept in step with icl_audio.bench.arch.METHODS, which imports numpy and so is not imported here.
-ALL_METHODS = "icl,knn,majority,random-label,icl-random-demos"
+# Kept in step with icl_audio.bench.arch (DEFAULT_METHODS, METHODS), which imports numpy and so is not imported here.
+ALL_METHODS = "icl,knn,linear-probe,majority,random-label,icl-random-demos"
+OPTIONAL_METHODS = "clap-zero-shot"
 
 
 class _BenchGroup(TyperGroup):
@@ -79,7 +80,8 @@ bench_app.info.cls = _BenchGroup
 
 def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Optional[str], limit: Optional[int],
                       methods: str, model: str, codec: str, out: Optional[Path], device: str, seed: int,
-                      protocol: Optional[str], as_json: bool, quiet: bool) -> None:
+                      protocol: Optional[str], as_json: bool, quiet: bool, clip_seconds: Optional[float] = None,
+                      clap_model: Optional[str] = None, probe_epochs: int = 200) -> None:
     """Run one dataset's bench (torchrun-aware) and print its summary (rank 0 only)."""
     from icl_audio.bench.arch import BenchConfig, run_bench
     from icl_audio.bench.distributed import from_env
@@ -88,7 +90,8 @@ def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Opt
 
     dist = from_env()
     cfg = BenchConfig(dataset=dataset, root=root, ks=k, modes=mode, folds=folds, limit=limit, methods=methods,
-                      model=model, codec=codec, out=out, device=device, seed=seed, protocol=protocol)
+                      model=model, codec=codec, out=out, device=device, seed=seed, protocol=protocol,
+                      clip_seconds=clip_seconds, probe_epochs=probe_epochs, **({"clap_model": clap_model} if clap_model else {}))
     try:
         with ProgressBars(enabled=not quiet and dist.is_main) as bars:
             outcome = run_bench(cfg, dist=dist, progress_factory=bars.bar)
@@ -115,21 +118,26 @@ def _dataset_command(dataset: str):
         mode: str = typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
         folds: Optional[str] = typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'."),
         limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
-        methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ") + "."),
+        methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ")
+                                    + f"; also {OPTIONAL_METHODS}. linear-probe always runs."),
         model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
         codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
         out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default bench-results/{dataset})."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
         seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),
         protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS)."),
+        clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help=f"Read each clip up to this long, head kept (default: ARCH's {recipe.clip_seconds:g} s)."),
+        clap_model: Optional[str] = typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder (default laion/clap-htsat-unfused)."),
+        probe_epochs: int = typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline (ARCH's default 200)."),
         as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         run_dataset_bench(dataset, root=root, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
-                          codec=codec, out=out, device=device, seed=seed, protocol=protocol, as_json=as_json, quiet=quiet)
+                          codec=codec, out=out, device=device, seed=seed, protocol=protocol, as_json=as_json, quiet=quiet,
+                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs)
 
     command.__doc__ = (
-        f"ARCH benchmark on {recipe.title or dataset}: in-context learning beside k-NN, majority and random baselines "
+        f"ARCH benchmark on {recipe.title or dataset}: in-context learning beside k-NN, a linear probe, majority and random baselines "
         f"(resumable; scales out under torchrun)."
     )
     command.__name__ = f"bench_{dataset.replace('-', '_')}"
