@@ -850,6 +850,10 @@ def run_bench(
         raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")
     chosen = select_units(recipe, items, cfg.folds, root, cfg.protocol)
     out = cfg.out_dir.expanduser().resolve()
+    if "clap-zero-shot" in cfg.methods:
+        from icl_audio.bench.clap import resolve_clap
+
+        resolve_clap(cfg.clap_model)  # a missing CLAP model fails now, in one line, before anything loads
     max_seconds = float(cfg.clip_seconds if cfg.clip_seconds is not None else recipe.clip_seconds)
     method_settings = {"linear-probe": _Engine(cfg, dist).probe_config().fingerprint(),
                        "clap-zero-shot": {"model": cfg.clap_model, "template": CLAP_TEMPLATE}}
