@@ -21,6 +21,7 @@ from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from icl_audio import __version__
 from icl_audio.errors import ICLAudioError, SupportSetError
+from icl_audio.fsutil import atomic_write
 
 #: progress(bytes_done, bytes_total_or_None), called after every chunk written.
 Progress = Callable[[int, "int | None"], None]
@@ -47,7 +48,7 @@ class _HTTPOnlyRedirects(HTTPRedirectHandler):
 class Archive:
     """One downloadable file of a dataset.
 
-    checksum: "sha256:<hex>" or "sha1:<hex>" when a trustworthy published value exists, else None
+    checksum: "sha256:<hex>", "sha1:<hex>" or "md5:<hex>" when a trustworthy published value exists, else None
       (then the computed sha256 is only recorded, see :func:`download_dataset`).
     size: expected size in bytes when known, else None.
     """
@@ -103,6 +104,33 @@ SOURCES: dict[str, Source] = {
         root="",
         note="Checksums: the SHA-1 values published by the FMA authors.",
     ),
+    # Zenodo record 1290750 (the IRMAS authors' deposit) publishes an MD5 per file; the values are
+    # those of that record (also pinned by mirdata's IRMAS loader). Extracts to IRMAS-TrainingData/
+    # and IRMAS-TestingData-Part{1,2,3}/Part{1,2,3}/, the layout the recipe reads.
+    "irmas": Source(
+        name="irmas",
+        archives=tuple(
+            Archive(f"https://zenodo.org/records/1290750/files/{name}?download=1", name, checksum=f"md5:{md5}")
+            for name, md5 in (
+                ("IRMAS-TrainingData.zip", "4fd9f5ed5a18d8e2687e6360b5f60afe"),  # ~ 3.0 GiB
+                ("IRMAS-TestingData-Part1.zip", "5a2e65520dcedada565dff2050bb2a56"),
+                ("IRMAS-TestingData-Part2.zip", "afb0c8ea92f34ee653693106be95c895"),
+                ("IRMAS-TestingData-Part3.zip", "9b3fb2d0c89cdc98037121c25bd5b556"),
+            )
+        ),
+        root="",
+        note="Checksums: the MD5 values Zenodo publishes for record 1290750.",
+    ),
+}
+
+#: Where to get the datasets without a stable checksummed archive (one line each, shown by
+#: `support download`). MagnaTagATune's mp3s come as three split zip parts from a university
+#: server that publishes no checksum, and its split files live in another repository.
+MANUAL: dict[str, str] = {
+    "mtt": ("MagnaTagATune has no checksummed archive: get mp3.zip.001-003 (cat them into mp3.zip, unzip) and "
+            "annotations_final.csv from https://mirg.city.ac.uk/datasets/magnatagatune/, and "
+            "{train,val,test}_gt_mtt.tsv from https://github.com/jordipons/musicnn-training (data/index/mtt/), "
+            "all in one folder; then pass it as --root"),
 }
 
 
@@ -161,12 +189,12 @@ def download_dataset(
                   expected_size=arc.size)
         verify_checksum(archive, sums.get(arc.filename, arc.checksum))
         extract_archive(archive, to)
-        extracted.write_text("ok\n", encoding="utf-8")
+        atomic_write(extracted, "ok\n")
         if not keep_archive:
             archive.unlink()
     if not root.is_dir():
         raise DownloadError(f"{src.name}: the archive did not contain the expected folder {root.name}/")
-    marker.write_text("ok\n", encoding="utf-8")
+    atomic_write(marker, "ok\n")
     return root
 
 
@@ -177,6 +205,8 @@ def _source(name: str) -> Source:
         canonical = get_recipe(name).name
     except SupportSetError as e:
         raise DownloadError(str(e)) from None
+    if canonical in MANUAL:
+        raise DownloadError(MANUAL[canonical])
     if canonical not in SOURCES:
         raise DownloadError(
             f"dataset {canonical!r} has no stable public archive to download (downloadable: "
@@ -293,15 +323,18 @@ def _content_range(resp) -> tuple[int, int | None]:
 # ------------------------------------------------------------------------------------ checksums
 
 
+_DIGEST_LENGTHS = {"sha256": 64, "sha1": 40, "md5": 32}
+
+
 def parse_checksum(value: str) -> tuple[str, str]:
-    """``"sha256:<hex>"``, ``"sha1:<hex>"`` or bare hex (64 -> sha256, 40 -> sha1) -> (algo, hex)."""
+    """``"sha256:<hex>"``, ``"sha1:<hex>"``, ``"md5:<hex>"`` or bare hex (64 -> sha256, 40 -> sha1,
+    32 -> md5) -> (algo, hex). MD5 is accepted because it is what Zenodo publishes."""
     value = value.strip().lower()
     algo, _, digest = value.rpartition(":")
     if not algo:
-        algo = {64: "sha256", 40: "sha1"}.get(len(digest), "")
-    if algo not in ("sha256", "sha1") or not re.fullmatch(r"[0-9a-f]+", digest) or \
-            len(digest) != {"sha256": 64, "sha1": 40}[algo]:
-        raise DownloadError(f"invalid checksum {value!r} (expected sha256:<64 hex> or sha1:<40 hex>)")
+        algo = {n: a for a, n in _DIGEST_LENGTHS.items()}.get(len(digest), "")
+    if algo not in _DIGEST_LENGTHS or not re.fullmatch(r"[0-9a-f]+", digest) or len(digest) != _DIGEST_LENGTHS[algo]:
+        raise DownloadError(f"invalid checksum {value!r} (expected sha256:<64 hex>, sha1:<40 hex> or md5:<32 hex>)")
     return algo, digest
 
 
@@ -312,16 +345,17 @@ def verify_checksum(path: Path, expected: str | None) -> str:
     afresh) and DownloadError says both values.
     """
     want = parse_checksum(expected) if expected else None
-    h256, h1 = hashlib.sha256(), hashlib.sha1()
+    h256 = hashlib.sha256()
+    other = hashlib.new(want[0]) if want and want[0] != "sha256" else None
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h256.update(chunk)
-            if want and want[0] == "sha1":
-                h1.update(chunk)
+            if other is not None:
+                other.update(chunk)
     digest = h256.hexdigest()
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n", encoding="utf-8")
+    atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
     if want:
-        got = digest if want[0] == "sha256" else h1.hexdigest()
+        got = digest if other is None else other.hexdigest()
         if got != want[1]:
             path.unlink()
             raise DownloadError(

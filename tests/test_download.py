@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_datasets import make_esc50_tree
+from fixtures_datasets import make_esc50_tree, make_irmas_tree
 from icl_audio.download import (
     SOURCES, DownloadError, download_dataset, extract_archive, fetch, parse_checksum, verify_checksum,
 )
@@ -225,6 +225,10 @@ def test_unknown_and_manual_datasets(tmp_path):
         download_dataset("slurp", tmp_path)
     with pytest.raises(DownloadError, match="several archives"):
         download_dataset("fma-small", tmp_path, url_override="http://127.0.0.1:9/x.zip")
+    with pytest.raises(DownloadError, match=r"^MagnaTagATune has no checksummed archive: .*mirg.city.ac.uk.*"
+                                            r"musicnn-training.*--root$") as e:
+        download_dataset("MagnaTagATune", tmp_path)
+    assert "\n" not in str(e.value)
     assert issubclass(DownloadError, ICLAudioError)
 
 
@@ -244,6 +248,38 @@ def test_parse_checksum():
     assert parse_checksum("b" * 40) == ("sha1", "b" * 40)
     with pytest.raises(DownloadError, match="invalid checksum"):
         parse_checksum("md5:abc")
+
+
+def test_verify_checksum_md5(tmp_path):
+    # Zenodo publishes MD5s (IRMAS): accepted prefixed or bare (32 hex digits); a mismatch deletes the file.
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"hello")
+    md5 = hashlib.md5(b"hello").hexdigest()
+    assert parse_checksum(md5) == ("md5", md5)
+    assert verify_checksum(p, "md5:" + md5) == _sha(b"hello")
+    with pytest.raises(DownloadError, match="expected md5"):
+        verify_checksum(p, "md5:" + "0" * 32)
+    assert not p.exists()
+
+
+def test_irmas_four_archives_with_md5_into_the_recipe_layout(server, tmp_path):
+    # The Zenodo zips: IRMAS-TrainingData/<code>/..., IRMAS-TestingData-PartN/PartN/... at their top.
+    src = make_irmas_tree(tmp_path / "src")
+    urls, sums = {}, {}
+    for top in ("IRMAS-TrainingData", "IRMAS-TestingData-Part1", "IRMAS-TestingData-Part2", "IRMAS-TestingData-Part3"):
+        data = _zip_dir(src / top, top)
+        server.files[f"/{top}.zip"] = data
+        urls[f"{top}.zip"] = server.url(f"/{top}.zip")
+        sums[f"{top}.zip"] = "md5:" + hashlib.md5(data).hexdigest()
+    assert {a.filename for a in SOURCES["irmas"].archives} == set(urls)
+    assert all(a.checksum.startswith("md5:") and "zenodo.org" in a.url for a in SOURCES["irmas"].archives)
+    root = download_dataset("irmas", tmp_path / "dl", url_override=urls, checksum=sums)
+    assert root == tmp_path / "dl"
+
+    def rel(base):
+        return sorted((it.path.relative_to(base).as_posix(), it.labels, it.split) for it in get_recipe("irmas").prepare(base))
+
+    assert rel(root) == rel(src) and sum(x[2] == "test" for x in rel(root)) == 5
 
 
 def test_verify_checksum_sha1(tmp_path):

@@ -98,9 +98,14 @@ def build(
         source = {"kind": "csv", "path": str(csv_file.resolve())}
         multi_label = None
     items = select_items(items, split=split, folds=parse_folds(folds), per_class=per_class)
+    store.check_models(name, model=model, codec=codec)  # refuse a model/codec change before loading them
+    from icl_audio.classifier import ICLClassifier
+
+    models = ICLClassifier(model, codec, device=device)
+    models.codec_model  # loads the LLM and the codec: a missing model is one line, before the bar
     with ProgressBars(enabled=not quiet) as bars:
         summary = store.build_named_set(
-            name, items, model=model, codec=codec, device=device, multi_label=multi_label,
+            name, items, model=model, codec=codec, lm=models.lm, codec_model=models.codec_model, multi_label=multi_label,
             extra={"dataset": source.get("dataset"), "source": source, "split": split, "folds": parse_folds(folds), "per_class": per_class},
             progress_factory=bars.bar,
         )
@@ -124,6 +129,7 @@ def _info(manifest: dict) -> dict:
         "label_counts": manifest.get("label_counts"),
         "multi_label": manifest.get("multi_label", False),
         "dataset": manifest.get("dataset"),
+        "clip_seconds": manifest.get("clip_seconds"),  # bench sets: the ARCH clip length their clips were read with
         "codec": manifest.get("codec"),
         "model": manifest.get("model"),
         "created": manifest.get("created"),
@@ -194,7 +200,8 @@ def rm(name: str = typer.Argument(...)) -> None:
 
 @support_app.command("download")
 def download(
-    dataset: str = typer.Argument(..., help="Dataset with a stable public archive (esc50, audiomnist)."),
+    dataset: str = typer.Argument(..., help="Dataset with a stable public archive (esc50, audiomnist, fma-small, irmas); "
+                                  "for the others it says where to get them."),
     to: Path = typer.Option(..., "--to", help="Folder to download and extract into."),
     sha256: Optional[str] = typer.Option(None, "--checksum", help="Expected checksum of the archive, 'sha256:HEX' (or a bare SHA-256); pins GitHub zips, which publish none."),
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL instead (a mirror)."),
