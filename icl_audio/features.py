@@ -1,4 +1,17 @@
-"""XCodec2's input preparation: alignment padding and batched Kaldi-style log-mel filterbanks (no torchaudio)."""
+"""XCodec2's input preparation as Llasa's training codes were made: alignment rule and batched
+Kaldi-style log-mel filterbanks (no torchaudio).
+
+The convention (``inference_save_code.py`` of zhenye234/X-Codec-2.0, which made Llasa's training codes):
+
+* filterbanks of the clip with 160 zeros on each side, with NO padding to a multiple of 320 first;
+  per-bin mean/variance normalisation over the clip's frames; an odd frame count padded with one
+  frame of 1.0 (facebook/w2v-bert-2.0's ``padding_value``) before frames are stacked by two;
+* the acoustic branch sees the clip zero-padded (or cut) to ``code_frames(n) * 320`` samples;
+* the codes kept are the first ``n // 320``; a clip shorter than one hop has none.
+
+(The xcodec2 package and transformers' ``Xcodec2FeatureExtractor`` pad the clip to the next multiple
+of 320 first and return ``n // 320 + 1`` codes, normalised a little differently: not what Llasa saw.)
+"""
 
 from __future__ import annotations
 
@@ -9,8 +22,9 @@ import numpy as np
 from icl_audio.constants import HOP
 
 # Bump when anything here changes the numbers fed to the codec: it is part of the codec fingerprint,
-# so cached codes computed with older preprocessing are not reused.
-PREPROCESSING_VERSION = "xcodec2-fbank-1"
+# so cached codes computed with older preprocessing are never reused.
+# 1: padded to a multiple of 320 (+ a hop), n // 320 + 1 codes. 2: Llasa's training convention.
+PREPROCESSING_VERSION = "xcodec2-llasa-train-2"
 
 N_MELS = 80
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
@@ -21,28 +35,35 @@ PREEMPHASIS = 0.97
 MEL_FLOOR = 1.192092955078125e-07  # float32 epsilon, as in SeamlessM4TFeatureExtractor
 NORM_EPS = 1e-7
 FEATURE_DIM = N_MELS * STRIDE
-
-
-def padded_length(n_samples: int) -> int:
-    """Length of a clip of ``n_samples`` after XCodec2's alignment padding.
-
-    The original pads at the end up to the next multiple of HOP, adding a full extra hop when the
-    length is already a multiple. Accepts any integer >= 0.
-    """
-    return (int(n_samples) // HOP + 1) * HOP
+EDGE = HOP // 2  # zeros added on each side of the clip before the filterbanks
+# facebook/w2v-bert-2.0's preprocessor_config.json has "padding_value": 1 (the extractor's own default
+# is 0.0): an odd frame count is completed with a frame of ones, after normalisation.
+PAD_FRAME_VALUE = 1.0
+MIN_SAMPLES = HOP  # a shorter clip gives no code
 
 
 def n_codes(n_samples: int) -> int:
-    """Number of codes XCodec2 produces for ``n_samples`` samples of 16 kHz audio: ``n // 320 + 1``."""
-    return padded_length(n_samples) // HOP
+    """Codes kept for a clip of ``n_samples`` samples at 16 kHz: ``n // 320`` (50 per second)."""
+    return int(n_samples) // HOP
 
 
-def pad_for_codec(samples: np.ndarray) -> np.ndarray:
-    """Zero-pad a 1-D float waveform at the end to ``padded_length(len(samples))`` (float32 copy)."""
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    out = np.zeros(padded_length(samples.shape[0]), dtype=np.float32)
-    out[: samples.shape[0]] = samples
-    return out
+def fbank_frames(n_samples: int) -> int:
+    """Filterbank frames (25 ms every 10 ms, no edge padding) of a clip with 160 zeros on each side."""
+    total = int(n_samples) + 2 * EDGE
+    return 0 if total < FRAME_LENGTH else 1 + (total - FRAME_LENGTH) // FRAME_SHIFT
+
+
+def code_frames(n_samples: int) -> int:
+    """Frames the encoder computes for a clip (``ceil(fbank_frames / 2)``); ``n_codes`` of them are kept.
+
+    Equal to ``n // 320`` when ``n % 320 < 80``, else one more.
+    """
+    return -(-fbank_frames(n_samples) // STRIDE)
+
+
+def acoustic_length(n_samples: int) -> int:
+    """Samples the acoustic branch sees: the clip zero-padded (or cut, by < 80 samples) to ``code_frames * 320``."""
+    return code_frames(n_samples) * HOP
 
 
 @lru_cache(maxsize=1)
@@ -64,7 +85,7 @@ def _kaldi_tables() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(window, dtype=np.float64), np.asarray(mel, dtype=np.float64)
 
 
-def log_mel(waveforms, *, dtype=None):
+def log_mel(waveforms, *, dtype=None, match_reference_rounding: bool = True):
     """Kaldi-compatible 80-bin log-mel filterbanks of a batch of equal-length waveforms.
 
     ``waveforms``: torch tensor (batch, samples), float in [-1, 1] (scaled by 2**15 here, as Kaldi
@@ -88,36 +109,42 @@ def log_mel(waveforms, *, dtype=None):
     emphasised[..., 0] = frames[..., 0] * (1 - PREEMPHASIS)
     emphasised *= torch.as_tensor(window_np, dtype=dtype, device=x.device)
     spectrum = torch.fft.rfft(emphasised, n=FFT_LENGTH, dim=-1)
+    if match_reference_rounding:
+        # The numpy reference stores the spectrum as complex64 and returns float32 log-mels: round
+        # where it rounds, so that bins with almost no variance over a clip (which the per-bin
+        # normalisation amplifies) come out as the extractor's do.
+        spectrum = spectrum.to(torch.complex64).to(spectrum.dtype)
     power = spectrum.real.square() + spectrum.imag.square()
     mel = torch.as_tensor(mel_np, dtype=dtype, device=x.device)
-    return torch.log(torch.clamp_min(power @ mel, MEL_FLOOR))
+    out = torch.log(torch.clamp_min(power @ mel, MEL_FLOOR))
+    return out.to(torch.float32).to(dtype) if match_reference_rounding else out
 
 
-def semantic_features(padded):
-    """Input features of XCodec2's semantic branch for a batch of equal-length, alignment-padded clips.
+def semantic_features(clips):
+    """Input features of XCodec2's semantic branch for a batch of equal-length clips.
 
-    ``padded``: torch tensor (batch, samples) of 16 kHz audio already padded with ``pad_for_codec``
-    (any length is accepted; aligned lengths give exactly one feature frame per code). Follows the
-    original XCodec2: 160 zeros on both sides, log-mel filterbanks, per-bin mean/variance
-    normalisation over the clip (unbiased variance + 1e-7), then two frames stacked. Returns float32
-    (batch, frames // 2, 160) on the input's device; equals ``SeamlessM4TFeatureExtractor`` (applied
-    to each clip padded with 160 zeros on both sides) within 1e-4.
+    ``clips``: torch tensor (batch, n) of 16 kHz audio as it is (no alignment padding), n >= 320.
+    As the original: 160 zeros on both sides, log-mel filterbanks, per-bin mean/variance
+    normalisation over the clip's frames (unbiased variance + 1e-7), an odd frame count completed
+    with a frame of 1.0, two frames stacked. Returns float32 (batch, ``code_frames(n)``, 160) on the
+    input's device; equals ``SeamlessM4TFeatureExtractor(padding_value=1.0)`` on each clip padded
+    with 160 zeros on both sides within 1e-4. Raises ValueError for clips shorter than 320 samples.
     """
     import torch
 
-    half = HOP // 2
-    x = torch.nn.functional.pad(padded.to(torch.float64), (half, half))
-    feats = log_mel(x)  # (B, F, 80) float64
-    n = feats.shape[1]
-    if n > 1:
-        mean = feats.mean(dim=1, keepdim=True)
-        var = feats.var(dim=1, unbiased=True, keepdim=True)
-        feats = (feats - mean) / torch.sqrt(var + NORM_EPS)
-    elif n == 1:
-        # numpy's ddof=1 variance of one frame is NaN; keep the reference behaviour explicit.
-        feats = torch.full_like(feats, float("nan"))
-    if n % STRIDE:
-        # SeamlessM4T pads (with zeros, after normalising) to a multiple of the stride.
-        feats = torch.nn.functional.pad(feats, (0, 0, 0, STRIDE - n % STRIDE))
-    b, f, _ = feats.shape
-    return feats.reshape(b, f // STRIDE, FEATURE_DIM).to(torch.float32)
+    if clips.shape[-1] < MIN_SAMPLES:
+        raise ValueError(f"clips of {clips.shape[-1]} samples are shorter than one codec hop ({HOP})")
+    x = torch.nn.functional.pad(clips.to(torch.float64), (EDGE, EDGE))
+    logmel = log_mel(x).to(torch.float32).cpu().numpy()  # (B, F, 80), F >= 2 for n >= 320
+    out = []
+    for feats in logmel:
+        # The reference's (frames, 80) array is the transpose of a (80, frames) one: its per-bin sums
+        # run over contiguous memory (numpy's pairwise summation). Same layout, same rounding.
+        feats = np.ascontiguousarray(feats.T).T
+        # The reference normalises float32 log-mels in float32 numpy; the same expression here gives the
+        # same rounding (bins whose values barely vary over a clip amplify it to ~1e-4, measured).
+        feats = (feats - np.expand_dims(feats.mean(0), 0)) / np.sqrt(np.expand_dims(feats.var(0, ddof=1), 0) + NORM_EPS)
+        if feats.shape[0] % STRIDE:
+            feats = np.concatenate([feats, np.full((1, N_MELS), PAD_FRAME_VALUE, dtype=feats.dtype)])
+        out.append(feats.reshape(-1, FEATURE_DIM))
+    return torch.from_numpy(np.stack(out).astype(np.float32, copy=False)).to(clips.device)

@@ -62,6 +62,27 @@ def test_key_depends_on_content_and_codec(debug_codec, tmp_path):
     assert cache.key(other, a) != cache.key(debug_codec, a)
 
 
+def test_codes_of_older_preprocessing_are_never_reused(debug_codec, tmp_path, monkeypatch):
+    from icl_audio import features
+    from icl_audio.codec import Codec
+
+    # Version 1 padded clips to a multiple of 320 (+ a hop) and gave n // 320 + 1 codes.
+    assert features.PREPROCESSING_VERSION != "xcodec2-fbank-1"
+    cache = CodeCache(tmp_path)
+    clips = _clips()
+    with monkeypatch.context() as patch:
+        patch.setattr(features, "PREPROCESSING_VERSION", "xcodec2-fbank-1")
+        old = Codec(debug_codec.model, model_id="debug", revision=debug_codec.revision, device=debug_codec.device)
+    assert old.fingerprint != debug_codec.fingerprint
+    for clip in clips:  # entries as an older version would have left them (one code more each)
+        cache.put(old, clip, np.zeros(clip.size // 320 + 1, dtype=np.int64))
+    fresh = cache.encode(debug_codec, clips)
+    assert (fresh.encoded, fresh.reused) == (3, 0)
+    for clip, codes in zip(clips, fresh.codes):
+        assert codes.size == clip.size // 320
+        np.testing.assert_array_equal(codes, debug_codec.encode([clip])[0])
+
+
 def test_damaged_entries_are_encoded_again(debug_codec, tmp_path):
     cache = CodeCache(tmp_path)
     clips = _clips()
@@ -96,7 +117,7 @@ def test_unwritable_cache_still_returns_codes(debug_codec, tmp_path):
     blocker.write_text("a file where the cache folder should be")
     with pytest.warns(UserWarning, match="not writable"):
         result = CodeCache(blocker).encode(debug_codec, _clips()[:1])
-    assert result.encoded == 1 and result.codes[0].size == SR // 2 // 320 + 1
+    assert result.encoded == 1 and result.codes[0].size == SR // 2 // 320
 
 
 def _worker(root: str, out: str) -> None:
@@ -126,7 +147,7 @@ def test_two_processes_share_the_cache(debug_codec, tmp_path):
         np.testing.assert_array_equal(results[0][key], results[1][key])
     cache = CodeCache(root)
     assert len(_entries(root)) == 3
-    assert not [p for p in root.rglob(".tmp-*")]
+    assert not [p for p in root.rglob("*.tmp")]
     hit = cache.encode(debug_codec, _clips())
     assert hit.reused == 3
     np.testing.assert_array_equal(hit.codes[0], results[0]["arr_0"])

@@ -37,23 +37,27 @@ def speech_like_clip(seed: int, seconds: float) -> np.ndarray:
 
 
 def _plain_encode(model, extractor, clip: np.ndarray) -> np.ndarray:
-    """What a user of transformers would write: SeamlessM4T features, ``Xcodec2Model.encode``, fp32."""
+    """What a user of transformers would write following X-Codec-2.0's ``inference_save_code.py`` (how
+    Llasa's training codes were made): SeamlessM4T features of the clip + 160 zeros each side, the
+    clip zero-padded or cut to frames x 320, ``Xcodec2Model.encode`` in fp32, the first n // 320 codes."""
     import torch
 
     wave = torch.from_numpy(clip)[None]
-    wave = torch.nn.functional.pad(wave, (0, HOP - wave.shape[1] % HOP))
     feats = extractor(
-        torch.nn.functional.pad(wave[0], (HOP // 2, HOP // 2)).numpy(), sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        torch.nn.functional.pad(wave, (HOP // 2, HOP // 2)), sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features
+    length = feats.shape[1] * HOP
+    wave = torch.nn.functional.pad(wave, (0, length - wave.shape[1])) if length > wave.shape[1] else wave[:, :length]
     with torch.no_grad():
-        return model.encode(wave[:, None, :], feats).audio_codes.reshape(-1).numpy().astype(np.int64)
+        codes = model.encode(wave[:, None, :], feats).audio_codes.reshape(-1).numpy().astype(np.int64)
+    return codes[: clip.shape[0] // HOP]
 
 
 def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = True, config=None) -> dict:
     """Encode ``clips`` synthetic speech-like clips of ``seconds`` each, in one run, with:
 
     - the plain path: transformers ``Xcodec2Model.encode`` in fp32, one clip at a time, features from
-      ``SeamlessM4TFeatureExtractor`` (the original XCodec2 recipe);
+      ``SeamlessM4TFeatureExtractor`` configured as w2v-bert-2.0 (the recipe of Llasa's training codes);
     - the project's path: ``Codec.encode`` (batched, length-bucketed, default precision);
     - the code cache: a second pass over the same clips through ``CodeCache`` in a temporary folder;
     - with ``fast_mode``, the opt-in ``precision="bf16"`` path (reported, never the default).
@@ -84,7 +88,7 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
         torch.manual_seed(0)
         model = Xcodec2Model(config if config is not None else Xcodec2Config()).eval()
     build_seconds = time.perf_counter() - t0
-    extractor = SeamlessM4TFeatureExtractor()
+    extractor = SeamlessM4TFeatureExtractor(padding_value=1.0)  # facebook/w2v-bert-2.0's preprocessor config
     audio = [speech_like_clip(seed, seconds) for seed in range(clips)]
     total_audio = clips * seconds
     codec = Codec(model, model_id="xcodec2-random-seed0", revision="random", device=torch.device("cpu"))
@@ -135,11 +139,11 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
 
     # Per-core efficiency, robust to other processes sharing the machine: both paths on one thread,
     # on the first two clips (the wall-clock figures above also include how each uses the cores).
-    from icl_audio.codec import _torch_threads
+    from icl_audio.codec_encode import torch_threads
 
     pair = audio[:2]
     _log("codec bench: both paths on one thread (per-core efficiency), 2 clips...")
-    with _torch_threads(1):  # plain, ours, plain again: as in the rounds above
+    with torch_threads(1):  # plain, ours, plain again: as in the rounds above
         t0 = time.perf_counter()
         _plain_encode(model, extractor, pair[0])
         t1 = time.perf_counter()
@@ -223,14 +227,10 @@ def _gflop_per_clip(model, extractor, codec, clip: np.ndarray) -> tuple[float, f
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from icl_audio.features import padded_length
-
     with FlopCounterMode(display=False) as plain:
         _plain_encode(model, extractor, clip)
-    wave = torch.zeros(1, padded_length(clip.shape[0]))
-    wave[0, : clip.shape[0]] = torch.from_numpy(clip)
     with FlopCounterMode(display=False) as ours:
-        codec._encode_padded(wave)  # the FLOP counter sees this thread only: no branch threads
+        codec.encode_batch([codec.prepare(clip)])  # the FLOP counter sees this thread only: no branch threads
     return plain.get_total_flops() / 1e9, ours.get_total_flops() / 1e9
 
 

@@ -1,0 +1,192 @@
+"""The one XCodec2 encode path: clips -> filterbanks -> semantic branch -> acoustic branch -> fc -> FSQ codes.
+
+Every encoder of the project goes through :func:`encoder_states` / :func:`encode_clips`: the
+``Codec`` (batched, threaded), the debug codec's calibration, the codec bench. It follows the
+convention Llasa's training codes were made with (see :mod:`icl_audio.features`), step by step as
+``Xcodec2Model.encode`` does, so that each branch can run in its own precision and the acoustic
+branch through an optional replacement (the proven block-matrix CPU path of
+:mod:`icl_audio.hf_compat.xcodec2`). Only public submodules of ``Xcodec2Model`` are used:
+``semantic_encoder``, ``semantic_adapter``, ``acoustic_encoder``, ``fc_encoder``, ``quantizer``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icl_audio.features import acoustic_length, code_frames, n_codes, semantic_features
+
+if TYPE_CHECKING:
+    import torch
+
+# (stage name, seconds): called once per stage ("features", "semantic", "acoustic", "quantize").
+StageRecorder = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to run the branches. ``acoustic``: a callable replacing ``model.acoustic_encoder``
+    ((B, 1, samples) -> (B, hidden, frames)), None for the module itself. ``branch_threads``: run
+    the acoustic branch in a second thread while this one runs the semantic branch."""
+
+    semantic_dtype: Any = None  # torch dtype; None = float32
+    acoustic_dtype: Any = None  # torch dtype; None = float32 (bf16 runs under autocast)
+    acoustic: Callable | None = None
+    branch_threads: bool = False
+    strict_fp32: bool = True  # on CUDA: no TF32 (cuDNN convolutions use it by default)
+
+
+def batch_inputs(clips: Sequence[np.ndarray], device="cpu") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """The two inputs of the encoder for clips that share ``code_frames``: filterbank features
+    (B, T, 160) and the waveforms zero-padded or cut to T * 320 samples (B, T * 320), on ``device``.
+
+    ``clips``: float32 1-D arrays of at least 320 samples. Clips of equal length share one
+    filterbank call; a clip's features never depend on the other clips.
+    """
+    import torch
+
+    lengths = [int(np.asarray(c).shape[0]) for c in clips]
+    frames = {code_frames(n) for n in lengths}
+    if len(frames) != 1:
+        raise ValueError("a batch must hold clips of one code-frame count")
+    length = acoustic_length(lengths[0])
+    wave = np.zeros((len(clips), length), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        kept = min(length, lengths[row])
+        wave[row, :kept] = np.asarray(clip, dtype=np.float32)[:kept]
+    feats: list[Any] = [None] * len(clips)
+    by_length: dict[int, list[int]] = {}
+    for row, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(row)
+    for n, rows in by_length.items():
+        group = torch.from_numpy(np.stack([np.asarray(clips[r], dtype=np.float32) for r in rows])).to(device)
+        for r, f in zip(rows, semantic_features(group)):
+            feats[r] = f
+    return torch.stack(feats), torch.from_numpy(wave).to(device)
+
+
+def encoder_states(model, features, wave, options: EncodeOptions = EncodeOptions(),
+                   record: StageRecorder | None = None) -> "torch.Tensor":
+    """``fc_encoder``'s output (B, T, D) for the inputs of :func:`batch_inputs`: the semantic branch
+    (``semantic_encoder``'s last hidden state, ``semantic_adapter``) and the acoustic branch on the
+    waveform, concatenated and projected. ``record(stage, seconds)`` receives stage timings."""
+    import torch
+
+    semantic_dtype = options.semantic_dtype or torch.float32
+    with torch.inference_mode(), faithful_cuda_math(wave.device, options.strict_fp32):
+        t0 = time.perf_counter()
+        pending = pool = None
+        if options.branch_threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icl-codec-acoustic")
+            pending = pool.submit(_acoustic_branch, model, wave, options)
+        try:
+            semantic = model.semantic_encoder(features.to(semantic_dtype)).last_hidden_state
+            semantic = model.semantic_adapter(semantic.float().transpose(1, 2))
+            sync(wave.device)
+            t1 = time.perf_counter()
+            acoustic, acoustic_seconds = pending.result() if pending else _acoustic_branch(model, wave, options)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        hidden = model.fc_encoder(torch.cat([semantic, acoustic], dim=1).transpose(1, 2))
+    if record is not None:
+        record("semantic", t1 - t0)
+        record("acoustic", acoustic_seconds)
+    return hidden
+
+
+def _acoustic_branch(model, wave, options: EncodeOptions) -> tuple["torch.Tensor", float]:
+    import torch
+
+    start = time.perf_counter()
+    encoder = options.acoustic or model.acoustic_encoder
+    with torch.inference_mode():  # thread-local: entered again when run in a worker thread
+        if options.acoustic_dtype in (None, torch.float32):
+            out = encoder(wave[:, None, :])
+        else:
+            with torch.autocast(wave.device.type, dtype=options.acoustic_dtype):
+                out = encoder(wave[:, None, :]).float()
+        sync(wave.device)
+    return out, time.perf_counter() - start
+
+
+def encode_clips(model, clips: Sequence[np.ndarray], options: EncodeOptions = EncodeOptions(), *,
+                 device="cpu", record: StageRecorder | None = None) -> list[np.ndarray]:
+    """Codes of clips that share ``code_frames``: one int64 array of ``len(clip) // 320`` codes each.
+
+    ``clips``: float32 16 kHz mono 1-D arrays of at least 320 samples. The whole path in one call:
+    features, both branches, ``fc_encoder``, ``quantizer``; then the first ``n // 320`` codes.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    features, wave = batch_inputs(clips, device)
+    if record is not None:
+        record("features", time.perf_counter() - t0)
+    hidden = encoder_states(model, features, wave, options, record)
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        _, indices = model.quantizer(hidden)
+        codes = indices[..., 0].to("cpu", torch.int64).numpy()
+    if record is not None:
+        record("quantize", time.perf_counter() - t1)
+    return [np.ascontiguousarray(row[: n_codes(len(clip))]) for row, clip in zip(codes, clips)]
+
+
+def sync(device) -> None:
+    """Wait for queued CUDA kernels (stage timings are only honest then); nothing on CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+class torch_threads:
+    """Set torch's intra-op thread count for a block, then restore it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.saved = torch.get_num_threads()
+        if self.n != self.saved:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+        return False
+
+
+class faithful_cuda_math:
+    """On CUDA with ``strict``, switch TF32 off for the block (cuDNN convolutions use it by default)."""
+
+    def __init__(self, device, strict: bool) -> None:
+        self.active = strict and device.type == "cuda"
+
+    def __enter__(self):
+        if self.active:
+            import torch
+
+            self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            import torch
+
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
+        return False
