@@ -195,7 +195,12 @@ def test_suite_prints_one_table_beside_the_paper(trees, tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "X-Codec linear probe" in stdout and "69.85" in stdout and "34.05" in stdout
     assert "different protocol" in stdout
+    # The published rows (X-Codec paper, ARCH's page) beside our linear-probe and icl, per dataset.
+    assert "hubert-base-ls960 (ARCH)" in stdout and "58.90" in stdout and "wavlm-large (ARCH)" in stdout
+    assert "linear-probe (ours" in stdout and "linear probe" in stdout
     suite = json.loads((tmp_path / "results" / "suite.json").read_text())
+    assert all(row["linear-probe"] is not None for row in suite["rows"])
+    assert "| hubert-base-ls960 (ARCH) | 58.90 | 24.53 |" in (tmp_path / "results" / "suite.md").read_text()
     assert [row["dataset"] for row in suite["rows"]] == ["esc50", "fsd50k"]
     assert suite["rows"][1]["metric"] == "map_macro" and suite["rows"][1]["random-label"] is None
     esc = json.loads((tmp_path / "results" / "esc50" / "results.json").read_text())
