@@ -13,7 +13,7 @@ from icl_audio.fsutil import atomic_write
 # Display order: the method first, then the baselines it must beat.
 METHOD_ORDER = ("icl", "icl-random-demos", "knn", "linear-probe", "clap-zero-shot", "majority", "random-label")
 # Line style of the k-independent methods in the metric-against-k plot (colour, dash pattern).
-FLAT_STYLE = {"linear-probe": ("tab:purple", "-."), "clap-zero-shot": ("tab:brown", ":"),
+FLAT_STYLE = {"linear-probe": ("tab:cyan", "-."), "clap-zero-shot": ("tab:pink", ":"),
               "majority": ("black", "--"), "random-label": ("grey", "--")}
 MODE_ORDER = ("direct", "channel", None)
 
