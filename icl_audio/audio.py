@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -13,6 +15,13 @@ import numpy as np
 
 from icl_audio.constants import SAMPLE_RATE
 from icl_audio.errors import AudioError
+from icl_audio.features import MIN_SAMPLES
+
+# Resampling to 16 kHz: torchaudio's default ``Resample`` (how Llasa's training codes were made):
+# windowed sinc, Hann window, 6 zero crossings, cutoff at 0.99 of the lower Nyquist frequency.
+LOWPASS_FILTER_WIDTH = 6
+ROLLOFF = 0.99
+_RESAMPLE_CHUNK = 1 << 18  # gathered input samples per step: bounded working memory for any length
 
 # One hour of 96 kHz 6-channel float64 is 16 GB: anything longer than this is cropped *while
 # reading* (only the kept window is decoded), so no input can exhaust memory.
@@ -67,10 +76,12 @@ def load_audio(
       - ``(array, sampling_rate)`` or ``{"array": ..., "sampling_rate": ...}``
         (``"raw"`` is accepted for ``"array"``);
       - a :class:`Clip` (returned as is).
-    Multi-channel audio is averaged to mono; other rates are resampled with soxr (high quality).
-    Clips longer than ``max_seconds`` keep their first ``max_seconds`` (as ARCH truncates), with a
-    warning; ``None`` disables the bound. Raises :class:`AudioError` with one line naming the
-    input when it is missing, a directory, unreadable, empty, or holds NaN/inf samples.
+    Multi-channel audio is averaged to mono; other rates are resampled with :func:`resample`
+    (torchaudio's default kernel, as Llasa's training codes were made; codes are sensitive to the
+    resampler). Clips longer than ``max_seconds`` keep their first ``max_seconds`` (as ARCH
+    truncates), with a warning; ``None`` disables the bound. Raises :class:`AudioError` with one
+    line naming the input when it is missing, a directory, unreadable, empty, shorter than one
+    codec frame (320 samples at 16 kHz, 20 ms), or holds NaN/inf samples.
     """
     if isinstance(source, Clip):
         return source
@@ -179,12 +190,77 @@ def _finish(mono: np.ndarray, rate: int, label: str) -> np.ndarray:
         raise AudioError(f"{label}: audio contains NaN or infinite samples")
     mono = mono.astype(np.float32, copy=False)
     if rate != SAMPLE_RATE:
-        import soxr
-
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-        if mono.size == 0:
-            raise AudioError(f"{label}: too short to resample to {SAMPLE_RATE} Hz")
+        mono = resample(mono, rate, SAMPLE_RATE)
+    if mono.size < MIN_SAMPLES:
+        raise AudioError(
+            f"{label}: too short ({mono.size} samples at {SAMPLE_RATE} Hz); the codec needs at least "
+            f"{MIN_SAMPLES} samples ({1000 * MIN_SAMPLES // SAMPLE_RATE} ms) for one code"
+        )
     return np.ascontiguousarray(mono)
+
+
+def resample(samples: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a 1-D float signal as torchaudio's ``Resample(orig_rate, new_rate)`` does by default.
+
+    Band-limited interpolation with a Hann-windowed sinc (``sinc_interp_hann``, 6 zero crossings,
+    rolloff 0.99) on the gcd-reduced rates o = orig/g, n = new/g::
+
+        y[j] = sum_m x[m] * h((m / o - j / n) * f_c),   f_c = 0.99 * min(o, n)
+        h(t) = (f_c / o) * sinc(pi t) * cos(pi t / 12)^2  for |t| <= 6, else 0
+
+    with zeros outside the clip, and ``ceil(n * len / o)`` output samples. The filter taps are
+    computed in float64 and rounded to float32, as torchaudio does; the sums run in float64. Works in
+    chunks: memory beyond input and output stays bounded for any length. Returns float32; the input
+    itself (as float32) when the rates are equal. Accepts positive integer rates.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if int(orig_rate) == int(new_rate):
+        return x
+    taps, first, width = _sinc_taps(int(orig_rate), int(new_rate))
+    g = math.gcd(int(orig_rate), int(new_rate))
+    o, n = int(orig_rate) // g, int(new_rate) // g
+    length = -(-n * x.shape[0] // o)
+    blocks = -(-length // n)  # output sample j = n * block + phase
+    n_taps = taps.shape[1]
+    # Zeros around the clip: the leftmost tap reads width + 1 before it, the rightmost up to o + width + 2 after.
+    left = width + 1
+    right = o * blocks - x.shape[0] + width + 2
+    padded = np.concatenate([np.zeros(left, np.float32), x, np.zeros(max(right, 0), np.float32)])
+    out = np.empty(blocks * n, dtype=np.float32)
+    offsets = left + first[:, None] + np.arange(n_taps)[None, :]  # (n, taps) within a block
+    per_chunk = max(1, _RESAMPLE_CHUNK // (n * n_taps))
+    for b0 in range(0, blocks, per_chunk):
+        b1 = min(blocks, b0 + per_chunk)
+        index = (o * np.arange(b0, b1))[:, None, None] + offsets[None]  # (blocks, n, taps)
+        out[b0 * n : b1 * n] = (padded[index] * taps[None]).sum(axis=-1, dtype=np.float64).reshape(-1)
+    return out[:length]
+
+
+@lru_cache(maxsize=16)
+def _sinc_taps(orig_rate: int, new_rate: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per output phase i (of n), the taps of torchaudio's kernel that can be non-zero: (n, 2*width+2)
+    float32 values for input offsets ``first[i] + k`` (relative to block start o * block), and width.
+
+    torchaudio evaluates every phase over 2*width + o offsets, most of them beyond 6 zero crossings
+    (exactly 0 in float32); only those near i * o / n are kept here, so odd rates (44101 Hz) stay small.
+    """
+    g = math.gcd(orig_rate, new_rate)
+    o, n = orig_rate // g, new_rate // g
+    base = min(o, n) * ROLLOFF
+    width = math.ceil(LOWPASS_FILTER_WIDTH * o / base)
+    phase = np.arange(n)
+    first = (phase * o) // n - width  # floor(i * o / n) - width
+    offsets = first[:, None] + np.arange(2 * width + 2)[None, :]
+    # As torchaudio: the phase term -i/n is a float32 quotient, the offset term a float64 one.
+    shift = (np.float32(-1.0) * phase.astype(np.float32) / np.float32(n)).astype(np.float64)
+    t = (shift[:, None] + offsets / o) * base
+    t = np.clip(t, -LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = np.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sinc = np.where(t == 0, 1.0, np.sin(t) / t)
+    taps = (sinc * window * (base / o)).astype(np.float32)
+    return taps, first, width
 
 
 def _warn_crop(label: str, seconds: float, max_seconds: float) -> None:

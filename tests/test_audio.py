@@ -140,3 +140,73 @@ def test_no_warning_for_short_clip(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_audio(write_wav(tmp_path / "s.wav", tone(300, 0.1)))
+
+
+# -- resampling: torchaudio's default Resample kernel, checked against its documented definition --------
+
+
+def _windowed_sinc_reference(x: np.ndarray, orig: int, new: int, outputs) -> np.ndarray:
+    """Output samples computed directly from the definition torchaudio documents for its default
+    ``Resample`` (sinc_interp_hann, lowpass_filter_width 6, rolloff 0.99), in float64, summing over
+    every input sample: y[j] = sum_m x[m] k(m / orig - j / new), with the cutoff at 0.99 of the lower
+    Nyquist frequency and a Hann window spanning 6 zero crossings each side."""
+    import math
+
+    g = math.gcd(orig, new)
+    orig, new = orig // g, new // g
+    cutoff = 0.99 * min(orig, new)
+    m = np.arange(x.size, dtype=np.float64)
+    out = []
+    for j in outputs:
+        t = (m / orig - j / new) * cutoff
+        inside = np.abs(t) <= 6
+        kernel = np.where(t == 0, 1.0, np.sin(np.pi * t) / np.where(t == 0, 1.0, np.pi * t))
+        kernel *= np.cos(np.pi * t / 12) ** 2 * (cutoff / orig) * inside
+        out.append(float(np.dot(x.astype(np.float64), kernel)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000])
+def test_resampler_is_torchaudios_windowed_sinc(rate):
+    from icl_audio.audio import resample
+
+    rng = np.random.default_rng(rate)
+    n = rate // 4 + 7  # not a multiple of anything convenient
+    t = np.arange(n) / rate
+    x = (0.4 * np.sin(2 * np.pi * 700 * t) + 0.3 * np.sin(2 * np.pi * 0.45 * rate * t)
+         + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    y = resample(x, rate, SR)
+    assert y.dtype == np.float32 and y.shape == (-(-SR * n // rate),)
+    picks = [0, 1, 2, 3, 57, 1000, y.size // 2, y.size - 3, y.size - 2, y.size - 1]
+    # 1e-5: torchaudio's code rounds the phase term j/new to float32 (which the resampler reproduces),
+    # moving a tap by up to ~1e-5; another cutoff or window would be off by 1e-3 and more.
+    np.testing.assert_allclose(y[picks], _windowed_sinc_reference(x, rate, SR, picks), atol=1e-5, rtol=0)
+
+
+def test_resampler_leaves_16k_alone_and_is_chunk_independent(monkeypatch):
+    from icl_audio import audio
+    from icl_audio.audio import resample
+
+    x = tone(440, 0.5)
+    out = resample(x, SR, SR)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(load_audio(x, sampling_rate=SR).samples, x)
+    long = np.random.default_rng(1).standard_normal(44100 * 3).astype(np.float32)
+    whole = resample(long, 44100, SR)
+    monkeypatch.setattr(audio, "_RESAMPLE_CHUNK", 5000)  # many small chunks: bounded working memory
+    np.testing.assert_array_equal(resample(long, 44100, SR), whole)
+
+
+def test_files_at_other_rates_go_through_the_resampler(tmp_path):
+    from icl_audio.audio import resample
+
+    x = tone(523, 0.3, sr=22050)
+    path = write_wav(tmp_path / "r.wav", x, sr=22050, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path).samples, resample(x, 22050, SR))
+
+
+@pytest.mark.parametrize("n, rate", [(100, SR), (319, SR), (800, 44100)])
+def test_shorter_than_one_codec_frame_is_one_line_error(n, rate):
+    with pytest.raises(AudioError, match="too short") as err:
+        load_audio(np.full(n, 0.1, dtype=np.float32), sampling_rate=rate)
+    assert "\n" not in str(err.value) and "320" in str(err.value)
