@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -17,84 +16,28 @@ from typing import Any, Mapping
 import numpy as np
 
 from icl_audio import paths
-from icl_audio.constants import (
-    DEBUG_CODEBOOK_SIZE,
-    DEBUG_NAME,
-    DEFAULT_LLM,
-    LLASA_SPECIAL_TOKENS,
-    LLM_ALIASES,
-    speech_token,
-)
+from icl_audio.constants import DEBUG_NAME, DEFAULT_LLM, LLASA_SPECIAL_TOKENS, LLM_ALIASES, speech_token
 from icl_audio.errors import ModelError
-from icl_audio.hub import looks_like_path, quiet_transformers, resolve_device
+from icl_audio.hub import quiet_transformers, resolve_device, resolve_model
 
-# Llama-3's own special tokens (the subset the debug tokenizer carries). Looked up by name, never by id.
+# Llama-3's named special tokens (the rest of 128000..128255 are reserved). Looked up by name, never by id.
 LLAMA3_SPECIAL_TOKENS = (
     "<|begin_of_text|>",
     "<|end_of_text|>",
+    "<|finetune_right_pad_id|>",
     "<|start_header_id|>",
     "<|end_header_id|>",
+    "<|eom_id|>",
     "<|eot_id|>",
-)
-
-# Llama-3's pre-tokenizer split pattern: the debug tokenizer splits text exactly as Llasa's does, so
-# label tokenisation behaves alike (e.g. " dog" is one pre-token with its leading space).
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+    "<|python_tag|>",
 )
 
 # Bump whenever anything below changes what the debug build writes: an older build is then rebuilt.
-_DEBUG_BUILD_VERSION = 1
+# v2: Llasa's real tokenizer (icl_audio.tokenizer), vocabulary 193,800.
+_DEBUG_BUILD_VERSION = 2
 _DEBUG_DIRNAME = "debug-llasa"
 _DEBUG_MARKER = "icl_audio_debug.json"
 _DEBUG_SEED = 1234
-_DEBUG_TEXT_VOCAB = 2048
-
-# The fixed corpus the debug tokenizer's byte-level BPE is trained on: ordinary English prose and
-# common words (sound-related ones among them), so that labels split into about as many tokens as
-# with Llama 3's 128k vocabulary (ESC-50 names: ~1.9 each). Changing it changes every debug build.
-_BPE_PROSE = """\
-The morning was quiet until the wind came over the hills and shook the old trees near the house.
-Children played in the garden, and a small dog ran after them, barking at every bird it could see.
-In the kitchen, water was boiling on the stove while someone washed the dishes and sang a song.
-A train passed in the distance; its horn sounded twice before it crossed the river and the bridge.
-People talked in the street, cars drove slowly, and a bell rang from the tower of the church.
-The weather changed in the afternoon. Heavy rain fell on the roof, and thunder rolled across the sky.
-After the storm, the air was clean and cool, and the birds started to sing again in the forest.
-She opened the door, put her keys on the table, and sat down to read a letter from her brother.
-He was typing on his keyboard, clicking the mouse, and listening to music with his headphones on.
-The machine in the basement started with a loud noise, then settled into a low and steady hum.
-There are many kinds of sounds in the world: voices, animals, engines, music, water and weather.
-Some sounds are short, like a knock on a door or a clap of hands; others last for a long time.
-A good listener can tell a violin from a guitar, a cat from a cow, and a laugh from a cough.
-The farmer fed the pigs, the sheep and the hens, while the cows walked slowly into the field.
-At night the insects were loud, the frogs called from the pond, and an owl hooted in the dark.
-In the city, sirens passed by, a helicopter flew over the buildings, and people crossed the road.
-Workers used a saw and a hammer to build a new fence, and the sound echoed between the walls.
-The baby was crying, so her father picked her up, walked around the room and sang softly to her.
-On the weekend they went to the sea, listened to the waves, and watched the ships sail away.
-The clock on the wall ticked every second, and the alarm rang at seven o'clock in the morning.
-Numbers like 1, 2, 3, 10, 42, 100 and 2024 appear in text too, as do dates, times and prices.
-Questions? Answers! Lists: one, two, three; quotes "like this" and (brackets) - and more.
-"""
-# Single words, each trained as its own line: labels are usually written without a leading space.
-_BPE_WORDS = """
-the of and to in is you that it he was for on are as with his they at be this have from or one had by
-word but not what all were we when your can said there use an each which she do how their if will up
-other about out many then them these so some her would make like him into time has look two more write
-go see number no way could people my than first water been call who oil its now find long down day did
-get come made may part sound sounds voice music noise animal animals bird birds dog dogs cat cats cow
-cows pig pigs sheep hen hens frog frogs rooster crow insects crickets horse duck owl bee rain wind water
-sea waves river storm thunder thunderstorm fire crackling drops pouring flowing snow ice door wood knock
-knocking creak creaks creaking window glass breaking bell bells church clock alarm tick ticking car horn
-engine train airplane plane helicopter siren truck motor bus traffic road street city machine washing
-vacuum cleaner keyboard typing mouse click clicks phone ring ringing toilet flush baby crying laughing
-laughter coughing sneezing breathing snoring clapping footsteps walking running talking singing speech
-drinking sipping eating chewing brushing teeth hand saw chainsaw hammer drill fireworks gun shot
-explosion guitar piano violin drum drums flute trumpet bass cello organ harp song songs rock pop jazz
-classical folk happy sad angry calm fear surprise disgust neutral loud quiet soft low high fast slow
-"""
 
 
 @dataclass(frozen=True)
@@ -304,62 +247,14 @@ def resolve_dtype(dtype: Any, device: Any):
 
 
 # --------------------------------------------------------------------------------------------
-# tiny Llasa-layout models (debug model, speed bench)
-
-
-def build_llasa_tokenizer(n_speech: int, *, vocab_size: int | None = None, text_vocab: int = _DEBUG_TEXT_VOCAB):
-    """A tokenizer with Llasa's layout, built deterministically in memory.
-
-    Byte-level BPE text tokens (Llama-3 split pattern; trained on a fixed built-in English corpus, so any
-    unicode text is covered by the 256 byte tokens), then the Llama-3 specials, then (only if
-    ``vocab_size`` is given) ``<|reserved_special_token_i|>`` padding so that the total is exactly
-    ``vocab_size``, then the eight Llasa specials in order, then ``<|s_0|>``..``<|s_{n_speech-1}|>`` as
-    ordinary (non-special) added tokens, like the real Llasa tokenizer.
-    """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE(ignore_merges=True))
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=text_vocab,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-        special_tokens=[],
-    )
-    # Fixed line order + a single trainer: the learned merges do not vary from run to run.
-    tk.train_from_iterator(_BPE_PROSE.splitlines() + _BPE_WORDS.split(), trainer)
-    n_text = tk.get_vocab_size()
-    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIAL_TOKENS])
-    if vocab_size is not None:
-        n_pad = vocab_size - n_text - len(LLAMA3_SPECIAL_TOKENS) - len(LLASA_SPECIAL_TOKENS) - n_speech
-        if n_pad < 0:
-            raise ValueError(f"vocab_size {vocab_size} is too small for {n_speech} speech tokens")
-        tk.add_special_tokens(
-            [AddedToken(f"<|reserved_special_token_{i}|>", special=True, normalized=False) for i in range(n_pad)]
-        )
-    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLASA_SPECIAL_TOKENS])
-    tk.add_tokens([AddedToken(speech_token(c), special=False, normalized=False) for c in range(n_speech)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|end_of_text|>",
-        clean_up_tokenization_spaces=False,
-        model_max_length=2048,
-    )
+# tiny and random models with Llasa's exact tokenizer (debug model, speed bench)
 
 
 def llasa_config(tokenizer, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int,
                  intermediate_size: int, head_dim: int | None = None, vocab_size: int | None = None,
                  tie_word_embeddings: bool = True):
-    """A LlamaConfig of the given shape with Llasa's rope (theta 500000, llama3 scaling factor 32)."""
+    """A LlamaConfig of the given shape with Llasa's rope (theta 500000, llama3 scaling factor 32) and
+    special ids read from ``tokenizer`` (pad = eos = ``<|eot_id|>``, as Llasa's training set it)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -375,7 +270,7 @@ def llasa_config(tokenizer, *, hidden_size: int, num_layers: int, num_heads: int
         tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|begin_of_text|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|end_of_text|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|eot_id|>"),
         rope_parameters={
             "rope_type": "llama3",
             "rope_theta": 500000.0,
@@ -401,21 +296,24 @@ def _random_model(config, *, seed: int, dtype):
 
 
 def build_random_lm(*, hidden_size: int = 2048, num_layers: int = 16, num_heads: int = 32, num_kv_heads: int = 8,
-                    intermediate_size: int = 8192, head_dim: int | None = 64, vocab_size: int | None = 193_800,
-                    n_speech: int = 65_536, dtype: Any = "bfloat16", seed: int = 0,
-                    tie_word_embeddings: bool = True) -> LanguageModel:
-    """A random-weight Llama with Llasa's token layout, in memory, on CPU (defaults: the real Llasa-1B shape).
+                    intermediate_size: int = 8192, head_dim: int | None = 64, vocab_size: int | None = None,
+                    dtype: Any = "bfloat16", seed: int = 0, tie_word_embeddings: bool = True) -> LanguageModel:
+    """A random-weight Llama carrying Llasa's exact tokenizer, in memory, on CPU (defaults: the real
+    Llasa-1B shape). Prompt lengths, label tokenisation and special ids are the real model's.
 
-    With ``vocab_size=193_800`` and ``n_speech=65_536`` the ids match the real Llasa layout exactly
-    (specials from 128256, ``<|s_0|>`` = 128264). ``vocab_size=None`` sizes the vocabulary to the
-    tokenizer. Used by the speed bench and by tests; its predictions are meaningless.
+    ``vocab_size``: embedding rows, None = the tokenizer's 193,800; more is allowed (padded rows), fewer
+    is a ValueError. Used by the speed bench and by tests; its predictions are meaningless.
     """
     import torch
 
-    tokenizer = build_llasa_tokenizer(n_speech, vocab_size=vocab_size)
+    from icl_audio.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than Llasa's tokenizer ({len(tokenizer)} tokens)")
     config = llasa_config(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                           num_kv_heads=num_kv_heads, intermediate_size=intermediate_size, head_dim=head_dim,
-                          tie_word_embeddings=tie_word_embeddings)
+                          vocab_size=vocab_size, tie_word_embeddings=tie_word_embeddings)
     torch_dtype = resolve_dtype(dtype, torch.device("cpu"))
     model = _random_model(config, seed=seed, dtype=torch_dtype)
     layout = read_layout(tokenizer, "random model")
@@ -426,8 +324,10 @@ def build_random_lm(*, hidden_size: int = 2048, num_layers: int = 16, num_heads:
 def _debug_marker() -> dict:
     import transformers
 
+    from icl_audio.tokenizer import TOKENIZER_VERSION
+
     return {"builder": "icl_audio.llm", "version": _DEBUG_BUILD_VERSION, "seed": _DEBUG_SEED,
-            "n_speech": DEBUG_CODEBOOK_SIZE, "transformers": transformers.__version__}
+            "tokenizer_version": TOKENIZER_VERSION, "transformers": transformers.__version__}
 
 
 def _debug_valid(folder: Path) -> bool:
@@ -436,33 +336,38 @@ def _debug_valid(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     needed = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-    return marker.get("version") == _DEBUG_BUILD_VERSION and all((folder / n).is_file() for n in needed)
+    return (isinstance(marker, dict) and marker.get("version") == _DEBUG_BUILD_VERSION
+            and all((folder / n).is_file() for n in needed))
 
 
 def ensure_debug_model() -> Path:
     """Build the tiny debug Llasa into ``paths.models_dir()/"debug-llasa"`` unless a valid build is there.
 
-    Hidden 64, 2 layers, 4 heads (2 key/value), tied embeddings, DEBUG_CODEBOOK_SIZE speech tokens;
-    seeded, so two builds are byte-identical. Written to a temporary folder and renamed into place, so a
-    crashed or concurrent build never leaves a half-written model behind.
+    A random Llama (hidden 64, 2 layers, 4 heads, 2 key/value heads, tied embeddings) with Llasa's exact
+    tokenizer (193,800 tokens, :mod:`icl_audio.tokenizer`); seeded, so two builds are byte-identical.
+    Written to a temporary folder and renamed into place, so a crashed or concurrent build never leaves
+    a half-written model behind. Loaded by :func:`load_lm` like any model folder.
     """
     import torch
+
+    from icl_audio.fsutil import atomic_write
+    from icl_audio.tokenizer import copy_tokenizer_files, load_tokenizer
 
     root = paths.models_dir()
     target = root / _DEBUG_DIRNAME
     if _debug_valid(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer()  # builds the cached tokenizer first when needed
     tmp = Path(tempfile.mkdtemp(prefix=".debug-llasa-", dir=root))
     try:
-        tokenizer = build_llasa_tokenizer(DEBUG_CODEBOOK_SIZE)
         config = llasa_config(tokenizer, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                               intermediate_size=128)
         model = _random_model(config, seed=_DEBUG_SEED, dtype=torch.float32)
         with quiet_transformers():
             model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _DEBUG_MARKER).write_text(json.dumps(_debug_marker(), sort_keys=True))
+        copy_tokenizer_files(tmp)
+        atomic_write(tmp / _DEBUG_MARKER, json.dumps(_debug_marker(), sort_keys=True))  # last: marks it whole
         if target.exists() and not _debug_valid(target):
             shutil.rmtree(target, ignore_errors=True)
         try:
@@ -481,85 +386,13 @@ def ensure_debug_model() -> Path:
 # loading
 
 
-def _offline() -> bool:
-    try:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
-            return True
-    except Exception:
-        pass
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:
-        return "~/.cache/huggingface/hub"
-
-
-def _folder_revision(folder: Path) -> str:
-    # Hash of the config and the weight files' names and sizes: cheap, and changes when the weights do.
-    h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".model")):
-            h.update(p.name.encode())
-            h.update(str(p.stat().st_size).encode())
-            if p.name == "config.json":
-                h.update(p.read_bytes())
-    return "local-" + h.hexdigest()[:12]
-
-
-def _fetch_snapshot(repo_id: str, revision: str | None) -> Path:
-    """A local snapshot folder of ``repo_id`` from the HF cache, downloading only when online."""
-    from huggingface_hub import snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
-    except Exception:
-        pass
-    hint = (f"pass --model /path/to/folder holding a local copy, or run `huggingface-cli download {repo_id}` "
-            f"on a connected machine and copy its cache")
-    if _offline():
-        raise ModelError(f"model {repo_id} is not in the Hugging Face cache ({_hf_cache_dir()}) and the hub is "
-                         f"offline: {hint}")
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
-    except Exception as exc:
-        raise ModelError(f"model {repo_id} could not be downloaded to {_hf_cache_dir()} "
-                         f"({type(exc).__name__}): {hint}") from None
-
-
-def _resolve_source(name: str) -> tuple[Path, str, str]:
-    """(folder to load from, model id to report, revision)."""
-    if name == DEBUG_NAME:
-        folder = ensure_debug_model()
-        return folder, DEBUG_NAME, f"debug-v{_DEBUG_BUILD_VERSION}"
-    name = LLM_ALIASES.get(name.lower(), name) if isinstance(name, str) else str(name)
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
-        if not (candidate / "config.json").is_file():
-            raise ModelError(f"model folder {candidate} has no config.json: not a Hugging Face model folder")
-        return candidate, str(candidate), _folder_revision(candidate)
-    if candidate.is_file():
-        raise ModelError(f"model path {candidate} is a file: give the folder holding config.json and the weights")
-    if looks_like_path(name):
-        raise ModelError(f"model folder {candidate} does not exist (give a folder, a hub id such as {DEFAULT_LLM}, "
-                         f"or 'debug')")
-    folder = _fetch_snapshot(name, None)
-    return folder, name, folder.name
-
-
 def load_lm(name: str = DEFAULT_LLM, *, device: str = "auto", int8: bool = False, dtype: Any = None) -> LanguageModel:
     """Load a Llasa language model.
 
     ``name``: a hub id (default ``HKUSTAudio/Llasa-1B-Multilingual``; the alias ``llasa-1b`` means
-    ``HKUSTAudio/Llasa-1B``), a local folder, or ``"debug"`` (a tiny random Llama with the exact Llasa
-    layout, built once into the cache and loaded back through this same path).
+    ``HKUSTAudio/Llasa-1B``), a local folder, or ``"debug"`` (a tiny random Llama with Llasa's exact
+    tokenizer, built once into the cache and loaded back through this same path). Names are resolved
+    by :func:`icl_audio.hub.resolve_model`.
     ``device``: "auto" (CUDA if present), "cpu", "cuda" or "cuda:N".
     ``int8``: 8-bit weights via bitsandbytes (``pip install "icl-audio[int8]"``).
     ``dtype``: None (bf16 on CUDA and on CPUs with native bf16, else fp32; fp32 for "debug"), or a
@@ -576,8 +409,10 @@ def load_lm(name: str = DEFAULT_LLM, *, device: str = "auto", int8: bool = False
         # transformers needs both for 8-bit loading; the [int8] extra installs them.
         if importlib.util.find_spec("bitsandbytes") is None or importlib.util.find_spec("accelerate") is None:
             raise ModelError('--int8 needs bitsandbytes: pip install "icl-audio[int8]"')
-    folder, model_id, revision = _resolve_source(name)
-    if dtype is None and name == DEBUG_NAME:
+    source = resolve_model(name, kind="LLM", flag="--model", aliases=LLM_ALIASES, debug_build=ensure_debug_model,
+                           debug_revision=f"debug-v{_DEBUG_BUILD_VERSION}")
+    folder, model_id, revision = source.folder, source.model_id, source.revision
+    if dtype is None and source.origin == "debug":
         dtype = torch.float32  # tiny: speed is irrelevant, exact scores are not
     torch_dtype = resolve_dtype(dtype, torch_device)
 
@@ -598,7 +433,7 @@ def load_lm(name: str = DEFAULT_LLM, *, device: str = "auto", int8: bool = False
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": str(torch_device)}
     try:
-        with quiet_transformers() if model_id == DEBUG_NAME else contextlib.nullcontext():
+        with quiet_transformers() if source.origin == "debug" else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""

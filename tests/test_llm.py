@@ -34,10 +34,13 @@ def test_debug_layout(debug_lm):
     lm = debug_lm
     tok = lm.tokenizer
     layout = lm.layout
-    assert layout.n_speech == DEBUG_CODEBOOK_SIZE
-    assert layout.first_speech_id == tok.convert_tokens_to_ids("<|s_0|>")
-    for c in (0, 1, 17, DEBUG_CODEBOOK_SIZE - 1):
+    # Llasa's real layout (the debug model carries the real tokenizer): 65,536 speech tokens from 128264.
+    assert (layout.first_speech_id, layout.n_speech, len(tok)) == (128264, 65_536, 193_800)
+    assert layout.n_speech >= DEBUG_CODEBOOK_SIZE  # the debug codec's codes all have a token
+    for c in (0, 1, 17, DEBUG_CODEBOOK_SIZE - 1, 65_535):
         assert tok.convert_tokens_to_ids(speech_token(c)) == layout.first_speech_id + c
+    assert layout.special_ids["<|begin_of_text|>"] == 128000 and layout.special_ids["<|eot_id|>"] == 128009
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (128000, 128009, 128009)
     # The eight Llasa specials, in order, right before <|s_0|>, as in the real tokenizer.
     ids = [layout.special_ids[t] for t in LLASA_SPECIAL_TOKENS]
     assert ids == list(range(layout.first_speech_id - 8, layout.first_speech_id))
@@ -45,17 +48,20 @@ def test_debug_layout(debug_lm):
     assert lm.model.get_input_embeddings().num_embeddings == len(tok)
     assert lm.model.config.tie_word_embeddings
     assert type(lm.model).__name__ == "LlamaForCausalLM"
+    assert lm.model.config.hidden_size == 64 and lm.model.config.num_hidden_layers == 2
+    assert (lm.model.config.bos_token_id, lm.model.config.eos_token_id, lm.model.config.pad_token_id) == (
+        128000, 128009, 128009)
     assert str(lm.dtype) == "torch.float32"
-    assert lm.model_id == "debug"
+    assert lm.model_id == "debug" and lm.revision == "debug-v2"
 
 
 def test_to_ids(debug_lm):
     layout = debug_lm.layout
-    codes = np.array([0, 5, DEBUG_CODEBOOK_SIZE - 1], dtype=np.int16)
-    assert layout.to_ids(codes).tolist() == [layout.first_speech_id + c for c in (0, 5, DEBUG_CODEBOOK_SIZE - 1)]
+    codes = np.array([0, 5, 65_535], dtype=np.int32)
+    assert layout.to_ids(codes).tolist() == [128264, 128269, 193799]
     assert layout.to_ids(np.zeros(0, dtype=np.int64)).tolist() == []
     with pytest.raises(ModelError) as exc:
-        layout.to_ids(np.array([DEBUG_CODEBOOK_SIZE]))
+        layout.to_ids(np.array([65_536]))
     assert "do not match" in _one_line(exc)
     with pytest.raises(ModelError):
         layout.to_ids(np.array([-1]))
@@ -121,8 +127,10 @@ def test_debug_build_is_deterministic(tmp_path, monkeypatch):
     b = ensure_debug_model()
     assert a != b and a.name == b.name == "debug-llasa"
     assert _digest(a) == _digest(b)
+    # The tokenizer was built independently in each home, to the same bytes too.
+    assert _digest(a.parent / "llasa-tokenizer-v1") == _digest(b.parent / "llasa-tokenizer-v1")
     # No temporary build folders are left behind.
-    assert [p.name for p in a.parent.iterdir()] == ["debug-llasa"]
+    assert sorted(p.name for p in a.parent.iterdir()) == ["debug-llasa", "llasa-tokenizer-v1"]
 
 
 def test_debug_build_reused_and_repaired(tmp_path, monkeypatch):
@@ -149,21 +157,25 @@ def test_debug_loads_through_folder_path(debug_lm):
     lm = load_lm(str(folder), device="cpu", dtype="float32")
     assert (lm.layout.first_speech_id, lm.layout.n_speech) == (debug_lm.layout.first_speech_id, debug_lm.layout.n_speech)
     assert dict(lm.layout.special_ids) == dict(debug_lm.layout.special_ids)
-    assert lm.revision.startswith("local-")
+    assert lm.revision.startswith("folder-") and lm.model_id == str(folder.resolve())
     ids = torch.tensor([[1, 2, 3, debug_lm.layout.first_speech_id]])
     with torch.inference_mode():
         assert torch.equal(lm.model(input_ids=ids).logits, debug_lm.model(input_ids=ids).logits)
 
 
 def test_random_lm_real_layout_ids():
-    from icl_audio.llm import build_llasa_tokenizer, read_layout
+    from icl_audio.llm import build_random_lm
 
-    # The padding puts specials and speech tokens at Llasa's real ids (checked on a smaller scale).
-    tok = build_llasa_tokenizer(300, vocab_size=2000)
-    layout = read_layout(tok, "t")
-    assert len(tok) == 2000
-    assert layout.first_speech_id == 2000 - 300
-    assert layout.special_ids["<|TEXT_GENERATION_START|>"] == 2000 - 300 - 8
+    # The speed bench's random model carries the real tokenizer: real ids, real label lengths.
+    lm = build_random_lm(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                         head_dim=16, dtype="float32")
+    assert lm.model.get_input_embeddings().num_embeddings == len(lm.tokenizer) == 193_800
+    assert (lm.layout.first_speech_id, lm.layout.n_speech) == (128264, 65_536)
+    assert lm.layout.special_ids["<|TEXT_GENERATION_START|>"] == 128256
+    assert lm.text_ids("crackling fire") == lm.tokenizer.encode("crackling fire", add_special_tokens=False)
+    with pytest.raises(ValueError):
+        build_random_lm(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                        vocab_size=2000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +235,10 @@ def test_missing_folder(tmp_path):
     with pytest.raises(ModelError) as exc:
         load_lm(str(tmp_path / "empty"), device="cpu")
     assert "no config.json" in _one_line(exc)
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelError) as exc:
+        load_lm(str(tmp_path / "model.safetensors"), device="cpu")
+    assert "is a file" in _one_line(exc)
 
 
 def test_device_and_dtype_errors():
