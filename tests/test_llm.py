@@ -163,6 +163,42 @@ def test_debug_loads_through_folder_path(debug_lm):
         assert torch.equal(lm.model(input_ids=ids).logits, debug_lm.model(input_ids=ids).logits)
 
 
+def test_read_tokenizer_equals_auto_tokenizer(debug_lm):
+    """load_lm reads a plain fast tokenizer from tokenizer.json directly: the same tokenizer as AutoTokenizer's."""
+    from transformers import AutoTokenizer
+
+    from icl_audio.llm import ensure_debug_model
+
+    auto = AutoTokenizer.from_pretrained(str(ensure_debug_model()), local_files_only=True)
+    ours = debug_lm.tokenizer
+    assert ours.get_vocab() == auto.get_vocab()
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "model_max_length"):
+        assert getattr(ours, name) == getattr(auto, name), name
+    assert {i: (t.content, t.special) for i, t in ours.added_tokens_decoder.items()} == \
+        {i: (t.content, t.special) for i, t in auto.added_tokens_decoder.items()}
+    for text in ("Convert the text to speech:", "dog<|s_3|><|eot_id|>", "héllo 42"):
+        assert ours(text)["input_ids"] == auto(text)["input_ids"]
+        assert ours.decode(ours(text)["input_ids"], skip_special_tokens=True) == \
+            auto.decode(auto(text)["input_ids"], skip_special_tokens=True)
+
+
+def test_read_tokenizer_other_classes_go_through_auto(tmp_path, monkeypatch):
+    import json
+
+    import transformers
+
+    from icl_audio.llm import read_tokenizer
+
+    calls = []
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: calls.append(path) or "auto"))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    assert read_tokenizer(tmp_path) == "auto"
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    assert read_tokenizer(tmp_path) == "auto" and calls == [str(tmp_path)] * 2
+
+
 def test_random_lm_real_layout_ids():
     from icl_audio.llm import build_random_lm
 
