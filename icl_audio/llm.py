@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from icl_audio import paths
-from icl_audio.constants import DEBUG_NAME, DEFAULT_LLM, LLASA_SPECIAL_TOKENS, LLM_ALIASES, speech_token
+from icl_audio.constants import DEFAULT_LLM, LLASA_SPECIAL_TOKENS, LLM_ALIASES, speech_token
 from icl_audio.errors import ModelError
 from icl_audio.hub import quiet_transformers, resolve_device, resolve_model
 
