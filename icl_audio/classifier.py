@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from icl_audio.audio import DEFAULT_MAX_SECONDS, AudioInput, Clip, load_audio
-from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM, LLASA_CONTEXT
-from icl_audio.errors import AudioError, ICLAudioError, SupportSetError
+from icl_audio.audio import DEFAULT_MAX_SECONDS, AudioInput
+from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
+from icl_audio.errors import ICLAudioError, SupportSetError
 
 if TYPE_CHECKING:
     from icl_audio.codec import Codec
+    from icl_audio.codecache import CodeCache
     from icl_audio.llm import LanguageModel
     from icl_audio.retrieval import Neighbor
-    from icl_audio.scoring import LabelScores
+    from icl_audio.scoring import LabelScores, Scorer, ScoringOptions
     from icl_audio.support import SupportSet
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$", re.IGNORECASE)
+
+
+class NotFittedError(ICLAudioError, AttributeError):
+    """The classifier has no support set yet. An AttributeError too (as scikit-learn's), so
+    ``hasattr(clf, "classes_")`` is False before :meth:`ICLClassifier.fit`."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class Prediction:
         return self.labels[0]
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
-        """The JSON shape printed by ``icl-audio classify --json``."""
+        """A JSON-ready dict: audio, predictions (label, score; best first, at most ``top``), demonstrations."""
         n = len(self.labels) if top is None else top
         return {
             "audio": self.audio,
@@ -72,29 +82,63 @@ def retrieve(support: "SupportSet", query_embeddings: np.ndarray, k: int, *, bal
     """The k nearest support clips of each query, most similar first.
 
     With ``balanced_labels``, the nearest clips of each of those labels are taken in turn
-    (class-balanced retrieval), so every candidate appears among the demonstrations when k allows.
+    (class-balanced retrieval, :func:`icl_audio.retrieval.select_balanced`), so every candidate
+    appears among the demonstrations when k allows.
     """
     if not balanced_labels:
         return support.index.search(query_embeddings, k)
-    from icl_audio.scoring import select_balanced
+    from icl_audio.retrieval import select_balanced
 
     rows = support.index.search(query_embeddings, len(support))
     return [[row[i] for i in select_balanced([support.labels[n.index] for n in row], balanced_labels, k)] for row in rows]
 
 
+def check_scoring_options(options: "ScoringOptions") -> "ScoringOptions":
+    """Check ``options`` without a model (mode, normalisation, context budget, template); returns them.
+
+    Raises :class:`ICLAudioError` with one line naming the bad value and the accepted ones.
+    """
+    from icl_audio.prompt import MODES, load_template
+    from icl_audio.scoring import NORMALIZE
+
+    if options.mode not in MODES:
+        raise ICLAudioError(f"unknown scoring mode {options.mode!r}: use {' or '.join(MODES)}")
+    if options.normalize not in NORMALIZE:
+        raise ICLAudioError(f"unknown normalisation {options.normalize!r}: use {' or '.join(NORMALIZE)}")
+    if isinstance(options.max_context, bool) or not isinstance(options.max_context, int) or options.max_context < 16:
+        raise ICLAudioError(f"max_context must be an integer >= 16, got {options.max_context!r}")
+    load_template(options.template)  # unknown names, unreadable or invalid files: one line
+    return options
+
+
 class ICLClassifier:
-    """In-context audio classifier with a scikit-learn-like facade.
+    """In-context audio classifier with scikit-learn's estimator contract.
 
     >>> clf = ICLClassifier(model="debug", codec="debug", k=2).fit(["a.wav", "b.wav"], ["dog", "cat"])
     >>> clf.predict(["q.wav"])            # ['dog']
     >>> clf.predict_proba(["q.wav"])      # columns follow clf.classes_
     >>> clf("q.wav", candidate_labels=["dog", "cat", "bird"])  # [{"label", "score"}, ...] best first
 
-    ``model``/``codec``: hub ids, local folders or ``"debug"`` (tiny local models whose
-    predictions are meaningless by construction). Audio inputs: anything :func:`load_audio`
-    accepts. Scoring options (``mode``, ``normalize``, ``calibrate``, ``template``,
-    ``max_context``) are those of :class:`icl_audio.scoring.ScoringOptions`.
+    Parameters (all checked here, before any model loads; a bad one raises a one-line
+    :class:`ICLAudioError`):
+
+    - ``model``/``codec``: hub ids, local folders or ``"debug"`` (tiny local models whose
+      predictions are meaningless by construction).
+    - ``k``: demonstrations per query (0 = zero-shot); ``balanced``: class-balanced retrieval.
+    - ``scoring``: a :class:`icl_audio.scoring.ScoringOptions`; ``mode``, ``normalize``,
+      ``calibrate``, ``template``, ``max_context``, when given, override its fields.
+    - ``device``: "auto", "cpu", "cuda" or "cuda:N"; ``int8``: 8-bit LLM (bitsandbytes).
+    - ``use_cache``: codes through the on-disk code cache; ``max_seconds``: read-time crop.
+    - ``lm``/``codec_model``: already-loaded models to use instead of loading ``model``/``codec``.
+
+    Fitted attributes (all recomputed by every :meth:`fit`/:meth:`fit_support`): ``support_``,
+    ``classes_``, ``multi_label_``. Before fitting they raise :class:`NotFittedError` (an
+    AttributeError). Audio inputs: anything :func:`icl_audio.audio.load_audio` accepts; a batch
+    is a list or tuple of them (the only tuple taken as one clip is ``(ndarray, int)``).
     """
+
+    _PARAMS = ("model", "codec", "k", "scoring", "mode", "normalize", "calibrate", "template", "max_context",
+               "balanced", "device", "int8", "use_cache", "max_seconds")
 
     def __init__(
         self,
@@ -102,11 +146,12 @@ class ICLClassifier:
         codec: str = DEFAULT_CODEC,
         *,
         k: int = 4,
-        mode: str = "direct",
-        normalize: str = "sum",
-        calibrate: bool = False,
-        template: str = "default",
-        max_context: int = LLASA_CONTEXT,
+        scoring: "ScoringOptions | None" = None,
+        mode: str | None = None,
+        normalize: str | None = None,
+        calibrate: bool | None = None,
+        template: str | None = None,
+        max_context: int | None = None,
         balanced: bool = False,
         device: str = "auto",
         int8: bool = False,
@@ -115,30 +160,75 @@ class ICLClassifier:
         lm: "LanguageModel | None" = None,
         codec_model: "Codec | None" = None,
     ):
-        if k < 0:
-            raise ICLAudioError(f"k must be >= 0, got {k}")
-        self.model, self.codec, self.k = model, codec, k
+        self.model, self.codec, self.k, self.scoring = model, codec, k, scoring
         self.mode, self.normalize, self.calibrate = mode, normalize, calibrate
         self.template, self.max_context, self.balanced = template, max_context, balanced
         self.device, self.int8, self.use_cache, self.max_seconds = device, int8, use_cache, max_seconds
-        self._lm, self._codec, self._scorer, self._cache = lm, codec_model, None, None
-        self.support_: SupportSet | None = None
-        self._validate_options()
+        self._lm, self._codec = lm, codec_model
+        self._cache: "CodeCache | None" = None
+        self._scorer: "Scorer | None" = None
+        self._support: "SupportSet | None" = None
+        self._options = self._check_params()
 
-    def _validate_options(self) -> None:
+    # -- parameters (scikit-learn style) -----------------------------------------------------------
+    def _check_params(self) -> "ScoringOptions":
         from icl_audio.scoring import ScoringOptions
 
-        self._options = ScoringOptions(
-            mode=self.mode,
-            normalize=self.normalize,
-            calibrate=self.calibrate,
-            max_context=self.max_context,
-            template=self.template,
-        )
+        for name in ("model", "codec"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, value := os.fspath(value))
+            if not isinstance(value, str) or not value.strip():
+                raise ICLAudioError(f"{name} must be a hub id, a local folder or 'debug', got {value!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 0:
+            raise ICLAudioError(f"k must be an integer >= 0, got {self.k!r}")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device.strip()):
+            raise ICLAudioError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        if self.max_seconds is not None and (isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0):
+            raise ICLAudioError(f"max_seconds must be a positive number or None, got {self.max_seconds!r}")
+        for name in ("balanced", "int8", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ICLAudioError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.scoring is not None and not isinstance(self.scoring, ScoringOptions):
+            raise ICLAudioError(f"scoring must be a ScoringOptions, got {type(self.scoring).__name__}")
+        overrides = {name: getattr(self, name) for name in ("mode", "normalize", "calibrate", "template", "max_context")
+                     if getattr(self, name) is not None}
+        if "calibrate" in overrides and not isinstance(overrides["calibrate"], bool):
+            raise ICLAudioError(f"calibrate must be True or False, got {overrides['calibrate']!r}")
+        return check_scoring_options(replace(self.scoring or ScoringOptions(), **overrides))
 
-    # -- lazily loaded stages ------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn's ``get_params``; loaded models are not parameters)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params: Any) -> "ICLClassifier":
+        """Change parameters (checked at once); models are reloaded only if model, codec, device or int8 change."""
+        unknown = set(params) - set(self._PARAMS)
+        if unknown:
+            raise ICLAudioError(f"unknown parameter(s) {', '.join(sorted(unknown))} (known: {', '.join(self._PARAMS)})")
+        old = self.get_params()
+        for name, value in params.items():
+            setattr(self, name, value)
+        try:
+            self._options = self._check_params()
+        except ICLAudioError:
+            for name, value in old.items():
+                setattr(self, name, value)
+            raise
+        if any(params.get(name, old[name]) != old[name] for name in ("model", "codec", "device", "int8")):
+            self._lm = self._codec = None
+        self._scorer = None
+        return self
+
+    @property
+    def scoring_options(self) -> "ScoringOptions":
+        """The scoring options in effect (``multi_label`` follows the fitted support set)."""
+        return replace(self._options, multi_label=self._support is not None and bool(self._support.multi_label))
+
+    # -- lazily loaded stages ----------------------------------------------------------------------
     @property
     def lm(self) -> "LanguageModel":
+        """The LLM (loaded on first use)."""
         if self._lm is None:
             from icl_audio.llm import load_lm
 
@@ -147,19 +237,23 @@ class ICLClassifier:
 
     @property
     def codec_model(self) -> "Codec":
+        """The codec (loaded on first use, after the LLM, and checked to fit its speech tokens)."""
         if self._codec is None:
             from icl_audio.codec import load_codec
 
-            self._codec = load_codec(self.codec, device=self.device)
-            if self._codec.codebook_size > self.lm.layout.n_speech:
+            lm = self.lm
+            codec = load_codec(self.codec, device=self.device)
+            if codec.codebook_size > lm.layout.n_speech:
                 raise ICLAudioError(
-                    f"codec {self._codec.model_id} has {self._codec.codebook_size} codes but model "
-                    f"{self.lm.model_id} only {self.lm.layout.n_speech} speech tokens: use a matching pair"
+                    f"codec {codec.model_id} has {codec.codebook_size} codes but model "
+                    f"{lm.model_id} only {lm.layout.n_speech} speech tokens: use a matching pair"
                 )
+            self._codec = codec
         return self._codec
 
     @property
-    def cache(self):
+    def cache(self) -> "CodeCache | None":
+        """The code cache (``None`` with ``use_cache=False``)."""
         if self._cache is None and self.use_cache:
             from icl_audio.codecache import CodeCache
 
@@ -167,67 +261,112 @@ class ICLClassifier:
         return self._cache
 
     @property
-    def scorer(self):
-        if self._scorer is None:
+    def scorer(self) -> "Scorer":
+        """The scorer for the current options (rebuilt when a fit changes them)."""
+        options = self.scoring_options
+        if self._scorer is None or self._scorer.options != options:
             from icl_audio.scoring import Scorer
 
-            self._scorer = Scorer(self.lm, self._options)
+            self._scorer = Scorer(self.lm, options)
         return self._scorer
 
-    # -- fitting ---------------------------------------------------------------------------------
+    # -- fitting -----------------------------------------------------------------------------------
     def fit(self, audios: Sequence[AudioInput], labels: Sequence[str | Sequence[str]], progress=None) -> "ICLClassifier":
         """Take ``audios`` with their ``labels`` as the support set; returns ``self``.
 
-        ``labels``: one string per clip, or a list of strings per clip (multi-label).
+        ``audios``: a list or tuple of audio inputs. ``labels``: one string per clip, or a list of
+        strings per clip (multi-label). A clip that cannot be read raises its AudioError.
+        Every fitted attribute is recomputed.
         """
-        from icl_audio.retrieval import clip_embeddings
-        from icl_audio.support import SupportSet, model_meta
+        from icl_audio.support import encode_support
 
-        if len(audios) != len(labels):
-            raise SupportSetError(f"fit() got {len(audios)} clips but {len(labels)} labels")
+        audios = _as_batch(audios, "fit()")
+        if isinstance(labels, str) or len(audios) != len(labels):
+            raise SupportSetError(f"fit() got {len(audios)} clips but {1 if isinstance(labels, str) else len(labels)} labels")
         if not audios:
             raise SupportSetError("fit() needs at least one support clip")
-        label_tuples = tuple(_as_label_tuple(x) for x in labels)
-        clips = [load_audio(a, max_seconds=self.max_seconds) for a in audios]
-        codes = self.encode([c.samples for c in clips], progress=progress)
-        support = SupportSet(
-            sources=tuple(c.source for c in clips),
-            labels=label_tuples,
-            codes=tuple(codes),
-            embeddings=clip_embeddings(self.lm, codes),
-            multi_label=any(len(x) > 1 for x in label_tuples),
-            meta=model_meta(self.codec_model, self.lm),
-        )
+        label_tuples = [_as_label_tuple(x) for x in labels]
+        support, _ = encode_support(audios, label_tuples, self.codec_model, self.lm, cache=self.cache,
+                                    max_seconds=self.max_seconds, on_error="raise", progress=progress)
         return self.fit_support(support)
 
     def fit_support(self, support: "SupportSet") -> "ICLClassifier":
         """Use an already built :class:`SupportSet` (e.g. one loaded by name); returns ``self``."""
         if len(support) == 0:
             raise SupportSetError("the support set is empty")
-        self.support_ = support
-        if support.multi_label and not self._options.multi_label:
-            from dataclasses import replace
-
-            self._options = replace(self._options, multi_label=True)
-            self._scorer = None
+        # Every fitted attribute derives from this one field, so a refit can leave nothing stale.
+        self._support = support
+        self._scorer = None
         return self
+
+    @property
+    def support_(self) -> "SupportSet":
+        """The fitted support set."""
+        return self._fitted()
 
     @property
     def classes_(self) -> tuple[str, ...]:
         """The support set's labels, sorted: the columns of :meth:`predict_proba`."""
         return self._fitted().classes
 
-    def _fitted(self) -> "SupportSet":
-        if self.support_ is None:
-            raise ICLAudioError("this ICLClassifier is not fitted: call fit() or fit_support() first")
-        return self.support_
+    @property
+    def multi_label_(self) -> bool:
+        """Whether the fitted support set is multi-label (per-label sigmoid scores, several labels predicted)."""
+        return bool(self._fitted().multi_label)
 
-    # -- inference -------------------------------------------------------------------------------
+    def _fitted(self) -> "SupportSet":
+        if self._support is None:
+            raise NotFittedError("this ICLClassifier is not fitted yet: call fit() or fit_support() first")
+        return self._support
+
+    # -- inference ---------------------------------------------------------------------------------
     def encode(self, samples: Sequence[np.ndarray], progress=None) -> list[np.ndarray]:
-        """Codec codes of decoded clips, through the code cache when enabled."""
+        """Codec codes of already decoded clips (float32 16 kHz mono arrays), through the code cache.
+
+        For many inputs (paths, ...), stream them with :func:`icl_audio.encoding.stream_codes` instead.
+        """
         if self.cache is not None:
             return list(self.cache.encode(self.codec_model, samples, progress=progress).codes)
         return list(self.codec_model.encode(samples, progress=progress))
+
+    def iter_classify(
+        self,
+        audios: Iterable[AudioInput],
+        candidate_labels: Sequence[str] | None = None,
+        *,
+        k: int | None = None,
+        on_error: str = "raise",
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator["Prediction | Failure"]:
+        """Rank the candidate labels for each clip of ``audios``, yielding results in input order.
+
+        Inputs are decoded and encoded a bounded chunk at a time (:func:`icl_audio.encoding.stream_codes`),
+        so memory does not grow with the number of inputs. ``candidate_labels`` defaults to the
+        support set's classes. ``on_error="skip"`` yields a :class:`Failure` for an input that
+        cannot be read instead of raising, so one bad file does not stop the rest.
+        ``progress(n)``: called as inputs are encoded.
+        """
+        from icl_audio.encoding import stream_codes
+        from icl_audio.retrieval import clip_embeddings
+
+        support = self._fitted()
+        labels = _candidate_labels(candidate_labels, support)
+        k = self.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ICLAudioError(f"k must be an integer >= 0, got {k!r}")
+        if on_error not in ("raise", "skip"):
+            raise ICLAudioError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        scorer = self.scorer  # loads the LLM before the codec: a missing model fails before any decoding
+        for item in stream_codes(audios, self.codec_model, cache=self.cache, max_seconds=self.max_seconds,
+                                 on_error=on_error, progress=progress):
+            if item.codes is None:
+                yield Failure(item.source, str(item.error))
+                continue
+            neighbours: list = []
+            if k > 0:
+                (neighbours,) = retrieve(support, clip_embeddings(scorer.lm, [item.codes]), k,
+                                         balanced_labels=labels if self.balanced else None)
+            yield self.predict_codes(item.codes, neighbours, labels, source=item.source)
 
     def classify(
         self,
@@ -236,50 +375,17 @@ class ICLClassifier:
         *,
         k: int | None = None,
         on_error: str = "raise",
-        progress=None,
-    ) -> list[Prediction | Failure]:
-        """Rank the candidate labels for each clip in ``audios``.
+        progress: Callable[[int], None] | None = None,
+    ) -> list["Prediction | Failure"]:
+        """:meth:`iter_classify` over a list or tuple of inputs, as a list."""
+        return list(self.iter_classify(_as_batch(audios, "classify()"), candidate_labels, k=k, on_error=on_error, progress=progress))
 
-        ``candidate_labels`` defaults to the support set's classes. ``on_error="skip"`` returns a
-        :class:`Failure` for an input that cannot be read instead of raising, so one bad file in a
-        batch does not stop the rest.
-        """
-        support = self._fitted()
-        labels = _candidate_labels(candidate_labels, support)
-        k = self.k if k is None else k
-        loaded: list[Clip | Failure] = []
-        for audio in audios:
-            try:
-                loaded.append(load_audio(audio, max_seconds=self.max_seconds))
-            except AudioError as exc:
-                if on_error != "skip":
-                    raise
-                loaded.append(Failure(_describe(audio), str(exc)))
-        good = [c for c in loaded if isinstance(c, Clip)]
-        codes = self.encode([c.samples for c in good], progress=progress) if good else []
-        results: dict[int, Prediction] = {}
-        if good:
-            from icl_audio.retrieval import clip_embeddings
-
-            neighbours = retrieve(
-                support, clip_embeddings(self.lm, codes), k, balanced_labels=labels if self.balanced else None
-            ) if k > 0 else [[] for _ in good]
-            for i, (clip, query_codes, row) in enumerate(zip(good, codes, neighbours)):
-                results[i] = self.predict_codes(query_codes, row, labels, source=clip.source)
-        out: list[Prediction | Failure] = []
-        it = iter(range(len(good)))
-        for item in loaded:
-            out.append(item if isinstance(item, Failure) else results[next(it)])
-        return out
-
-    def predict_codes(self, query_codes: np.ndarray, neighbours: Sequence["Neighbor"], labels: Sequence[str], *, source: str = "<codes>") -> Prediction:
+    def predict_codes(self, query_codes: np.ndarray, neighbours: Sequence["Neighbor"], labels: Sequence[str], *, source: str = "<codes>") -> "Prediction":
         """Score ``labels`` for one query given its codes and its retrieved neighbours (most similar first)."""
-        from icl_audio.scoring import Demo
+        from icl_audio.scoring import Demo, decide
 
         support = self._fitted()
         demos = [Demo(support.codes[n.index], support.label_text(n.index)) for n in neighbours]
-        from icl_audio.scoring import decide
-
         scores: LabelScores = self.scorer.score(demos, query_codes, labels)
         order = np.argsort(-np.asarray(scores.probs), kind="stable")
         used = neighbours[: scores.demos_used]
@@ -299,8 +405,9 @@ class ICLClassifier:
         """``(n_clips, n_classes)`` probabilities, columns following :attr:`classes_`."""
         classes = self.classes_
         col = {c: j for j, c in enumerate(classes)}
+        audios = _as_batch(audios, "predict_proba()")
         out = np.zeros((len(audios), len(classes)), dtype=np.float64)
-        for i, pred in enumerate(self.classify(audios, classes)):
+        for i, pred in enumerate(self.iter_classify(audios, classes)):
             for label, score in zip(pred.labels, pred.scores):
                 out[i, col[label]] = score
         return out
@@ -308,16 +415,29 @@ class ICLClassifier:
     def predict(self, audios: Sequence[AudioInput]) -> list:
         """The best label of each clip (multi-label sets: the tuple of labels the decision rule keeps)."""
         preds = self.classify(audios)
-        if not self._fitted().multi_label:
+        if not self.multi_label_:
             return [p.label for p in preds]
         return [p.decided for p in preds]
 
     def __call__(self, audio: AudioInput | Sequence[AudioInput], candidate_labels: Sequence[str] | None = None, top_k: int | None = None):
-        """Pipeline-style call: one clip -> ``[{"label", "score"}, ...]`` best first; a list -> a list of those."""
-        single = not isinstance(audio, (list, tuple)) or (isinstance(audio, tuple) and len(audio) == 2 and np.isscalar(audio[1]))
+        """Pipeline-style call: one clip -> ``[{"label", "score"}, ...]`` best first; a list or tuple
+        of clips -> a list of those. ``(ndarray, int)`` is one clip (samples and their rate)."""
+        single = not isinstance(audio, (list, tuple)) or _is_array_pair(audio)
         batch = [audio] if single else list(audio)
-        out = [p.to_dict(top_k)["predictions"] for p in self.classify(batch, candidate_labels)]
+        out = [p.to_dict(top_k)["predictions"] for p in self.iter_classify(batch, candidate_labels)]
         return out[0] if single else out
+
+
+def _is_array_pair(x: Any) -> bool:
+    """``(ndarray, int)``: the one tuple form that is a single clip, not a batch."""
+    return (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray)
+            and isinstance(x[1], (int, np.integer)) and not isinstance(x[1], bool))
+
+
+def _as_batch(audios: Any, where: str) -> list:
+    if not isinstance(audios, (list, tuple)) or _is_array_pair(audios):
+        raise ICLAudioError(f"{where} takes a list or tuple of audio inputs, got {type(audios).__name__} (wrap one clip in a list)")
+    return list(audios)
 
 
 def _as_label_tuple(label: str | Sequence[str]) -> tuple[str, ...]:
@@ -340,9 +460,3 @@ def _candidate_labels(candidate_labels: Sequence[str] | None, support: "SupportS
     if not labels or any(not x for x in labels):
         raise SupportSetError("candidate labels must be non-empty strings")
     return labels
-
-
-def _describe(audio: Any) -> str:
-    from icl_audio.audio import describe
-
-    return describe(audio)

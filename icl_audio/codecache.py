@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from icl_audio import paths
+from icl_audio.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from icl_audio.codec import Codec
@@ -155,13 +154,5 @@ def _write(path: Path, codes: np.ndarray) -> None:
     code = 2 if codes.size == 0 or codes.max() < 2**16 else 4
     payload = np.ascontiguousarray(codes, dtype=_DTYPES[code]).tobytes()
     header = _HEADER.pack(_MAGIC, code, codes.size, zlib.crc32(payload))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header + payload)
-        # No fsync: a torn write after a crash fails the checksum and is simply encoded again.
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # No fsync: a torn write after a crash fails the checksum and is simply encoded again.
+    atomic_write(path, header + payload, durable=False)

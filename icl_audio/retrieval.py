@@ -1,4 +1,4 @@
-"""Retrieval: clip embeddings from the LLM's speech-token embeddings, and a FAISS inner-product index."""
+"""Retrieval: clip embeddings from the LLM's speech-token embeddings, a FAISS index, and demonstration selection."""
 
 from __future__ import annotations
 
@@ -103,3 +103,44 @@ class Index:
         if index.ntotal != len(embeddings) or index.d != embeddings.shape[1]:
             raise ValueError(f"index holds {index.ntotal}x{index.d}, embeddings are {embeddings.shape}")
         return cls(embeddings, index)
+
+
+# --------------------------------------------------------------------------------------------
+# demonstration selection
+
+
+def select_balanced(neighbour_labels: Sequence[str | Sequence[str]], labels: Sequence[str], k: int) -> list[int]:
+    """Class-balanced choice of ``k`` demonstrations among retrieved neighbours (pure function).
+
+    ``neighbour_labels``: the label (or labels, for multi-label sets) of each neighbour, most similar
+    first. ``labels``: the candidate labels; neighbours with none of them are ignored.
+    Round-robin over labels, ordered by their nearest neighbour: each label in turn gets its next
+    nearest clip not yet taken, until ``k`` clips are chosen or none remain. With ``k`` smaller than the
+    number of labels, the labels whose nearest clip is most similar win. Returns neighbour indices,
+    most similar first (the order :meth:`Scorer.score` expects).
+    """
+    wanted = set(labels)
+    queues: dict[str, list[int]] = {}
+    for idx, labs in enumerate(neighbour_labels):
+        for lab in ([labs] if isinstance(labs, str) else labs):
+            if lab in wanted:
+                queues.setdefault(lab, []).append(idx)  # dict order = order of nearest neighbour
+    chosen: list[int] = []
+    taken: set[int] = set()
+    pos = {lab: 0 for lab in queues}
+    while len(chosen) < k:
+        progress = False
+        for lab, queue in queues.items():
+            while pos[lab] < len(queue) and queue[pos[lab]] in taken:
+                pos[lab] += 1
+            if pos[lab] < len(queue):
+                idx = queue[pos[lab]]
+                chosen.append(idx)
+                taken.add(idx)
+                pos[lab] += 1
+                progress = True
+                if len(chosen) == k:
+                    break
+        if not progress:
+            break
+    return sorted(chosen)

@@ -12,13 +12,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from icl_audio import paths
-from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
-from icl_audio.errors import AudioError, CacheError, SupportSetError
+from icl_audio.audio import DEFAULT_MAX_SECONDS
+from icl_audio.errors import CacheError, SupportSetError
+from icl_audio.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from icl_audio.codec import Codec
@@ -29,7 +30,42 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ENCODE_CHUNK = 32  # clips decoded and encoded together: bounds memory on huge datasets
+
+
+# Errors carry the set's name so a front end can add its own advice (the CLI adds the commands to
+# run); the messages themselves name no command-line syntax.
+
+
+class NoSuchSetError(SupportSetError):
+    """No stored support set has this name."""
+
+    def __init__(self, name: str, message: str | None = None):
+        super().__init__(message or f"no support set named {name!r}")
+        self.set_name = name
+
+
+class NotBuiltError(NoSuchSetError):
+    """``--support NAME`` names a dataset recipe whose support set was never built."""
+
+    def __init__(self, name: str):
+        super().__init__(name, f"support set {name!r} is not built yet ({name} is a dataset: build a support set from it first)")
+        self.recipe = name
+
+
+class DamagedSetError(CacheError):
+    """A stored set's files are damaged; it must be rebuilt or removed."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"support set {name!r} is damaged ({why}); rebuild or remove it")
+        self.set_name = name
+
+
+class ModelMismatchError(SupportSetError):
+    """A build would mix codes or embeddings of another model or codec into a stored set."""
+
+    def __init__(self, name: str, flag: str, built: str, wanted: str):
+        super().__init__(f"support set {name!r} was built with {flag} {built}; refusing to mix in {flag} {wanted} (use another name, or remove the set first)")
+        self.set_name = name
 
 
 @dataclass(frozen=True)
@@ -97,7 +133,59 @@ class BuildReport:
 
 
 # ----------------------------------------------------------------------------------------------
-# Building
+# Building: always from models the caller has loaded (this module loads none).
+
+
+def encode_support(
+    audios: Iterable[Any],
+    labels: Sequence[Sequence[str]],
+    codec: "Codec",
+    lm: "LanguageModel",
+    *,
+    cache: "CodeCache | None" = None,
+    multi_label: bool | None = None,
+    meta: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    on_error: str = "skip",
+) -> tuple[SupportSet, BuildReport]:
+    """Encode labelled audio into a :class:`SupportSet` with already-loaded models.
+
+    ``audios``: anything :func:`icl_audio.audio.load_audio` accepts, one per entry of ``labels``
+    (a tuple of label strings per clip). Audio goes through :func:`icl_audio.encoding.stream_codes`
+    (a bounded chunk in memory, codes through ``cache``; ``None`` caches nothing), so an interrupted
+    build loses at most one chunk and a re-run encodes only what is missing. ``on_error="skip"``
+    leaves out a clip that cannot be read and reports it in :attr:`BuildReport.skipped`;
+    ``"raise"`` raises its AudioError. ``progress(n)`` is called as clips finish.
+    """
+    from icl_audio.encoding import EncodeTally, stream_codes
+    from icl_audio.retrieval import clip_embeddings
+
+    labels = [tuple(x) for x in labels]
+    if not labels:
+        raise SupportSetError("no support clips to build from")
+    tally = EncodeTally()
+    kept: list[int] = []
+    sources: list[str] = []
+    codes: list[np.ndarray] = []
+    for item in stream_codes(audios, codec, cache=cache, max_seconds=max_seconds, on_error=on_error,
+                             progress=progress, tally=tally):
+        if item.codes is not None:
+            kept.append(item.index)
+            sources.append(item.source)
+            codes.append(item.codes)
+    if not kept:
+        raise SupportSetError(f"none of the {len(labels)} support clips could be read (first: {tally.skipped[0][1]})")
+    kept_labels = tuple(labels[i] for i in kept)
+    sset = SupportSet(
+        sources=tuple(sources),
+        labels=kept_labels,
+        codes=tuple(codes),
+        embeddings=clip_embeddings(lm, codes),
+        multi_label=any(len(x) > 1 for x in kept_labels) if multi_label is None else multi_label,
+        meta={**model_meta(codec, lm), **(meta or {})},
+    )
+    return sset, BuildReport(tally.encoded, tally.reused, tuple(tally.skipped))
 
 
 def build_support_set(
@@ -109,57 +197,16 @@ def build_support_set(
     multi_label: bool | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
-    max_seconds: float | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> tuple[SupportSet, BuildReport]:
-    """Encode ``items`` (recipe items: path + labels) into a :class:`SupportSet`.
+    """Encode recipe ``items`` (path + labels) into a :class:`SupportSet`; see :func:`encode_support`.
 
-    Audio is decoded and encoded ``ENCODE_CHUNK`` clips at a time through the code cache, so an
-    interrupted build loses at most one chunk and a re-run encodes only what is missing. A file
-    that cannot be read is skipped and reported in :attr:`BuildReport.skipped`; the rest go on.
-    ``progress(n)`` is called as clips finish (encoded, reused or skipped).
+    A file that cannot be read is skipped and reported; the rest go on.
     """
-    from icl_audio.audio import DEFAULT_MAX_SECONDS, load_audio
-    from icl_audio.codecache import CodeCache
-    from icl_audio.retrieval import clip_embeddings
-
-    if not items:
-        raise SupportSetError("no support clips to build from")
-    cache = cache if cache is not None else CodeCache()
-    max_seconds = DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds
-    kept: list["Item"] = []
-    codes: list[np.ndarray] = []
-    skipped: list[tuple[str, str]] = []
-    encoded = reused = 0
-    for chunk in _chunks(items, ENCODE_CHUNK):
-        clips, chunk_items = [], []
-        for item in chunk:
-            try:
-                clips.append(load_audio(item.path, max_seconds=max_seconds).samples)
-                chunk_items.append(item)
-            except AudioError as exc:
-                skipped.append((str(item.path), str(exc)))
-                if progress:
-                    progress(1)
-        if clips:
-            result = cache.encode(codec, clips, progress=progress)
-            codes.extend(result.codes)
-            kept.extend(chunk_items)
-            encoded += result.encoded
-            reused += result.reused
-    if not kept:
-        raise SupportSetError(f"none of the {len(items)} support clips could be read (first: {skipped[0][1]})")
-    labels = tuple(tuple(item.labels) for item in kept)
-    if multi_label is None:
-        multi_label = any(len(x) > 1 for x in labels)
-    sset = SupportSet(
-        sources=tuple(str(item.path) for item in kept),
-        labels=labels,
-        codes=tuple(np.asarray(c) for c in codes),
-        embeddings=clip_embeddings(lm, codes),
-        multi_label=multi_label,
-        meta={**model_meta(codec, lm), **(meta or {})},
+    return encode_support(
+        (item.path for item in items), [tuple(item.labels) for item in items], codec, lm,
+        cache=cache, multi_label=multi_label, meta=meta, progress=progress, max_seconds=max_seconds,
     )
-    return sset, BuildReport(encoded, reused, tuple(skipped))
 
 
 def model_meta(codec: "Codec", lm: "LanguageModel") -> dict[str, Any]:
@@ -168,11 +215,6 @@ def model_meta(codec: "Codec", lm: "LanguageModel") -> dict[str, Any]:
         "codec": {"id": codec.model_id, "revision": codec.revision, "fingerprint": codec.fingerprint},
         "model": {"id": lm.model_id, "revision": lm.revision},
     }
-
-
-def _chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +328,7 @@ def load_support_set(name: str) -> SupportSet:
         except FileNotFoundError:
             # A writer replaced the set between reading `current` and the files: read again.
             if attempt == 2 or (folder / "current").read_text().strip() == data.name:
-                raise CacheError(_damaged(name, f"{data.name} is missing files")) from None
+                raise DamagedSetError(name, f"{data.name} is missing files") from None
     raise AssertionError("unreachable")
 
 
@@ -308,7 +350,7 @@ def remove_support_set(name: str) -> None:
     """Delete a stored set (waiting for any writer of it to finish)."""
     folder = set_dir(name)
     if not folder.is_dir():
-        raise SupportSetError(f"no support set named {name!r} (see `icl-audio support list`)")
+        raise NoSuchSetError(name)
     with lock_for(name):
         trash = folder.with_name(f".rm-{name}-{uuid.uuid4().hex[:8]}")
         os.rename(folder, trash)  # atomic: readers see the set or nothing
@@ -318,11 +360,11 @@ def remove_support_set(name: str) -> None:
 def _current_data(name: str, folder: Path) -> Path:
     pointer = folder / "current"
     if not pointer.is_file():
-        raise SupportSetError(f"no support set named {name!r} (see `icl-audio support list`)")
+        raise NoSuchSetError(name)
     data_name = pointer.read_text(encoding="utf-8", errors="replace").strip()
     data = folder / data_name
     if not data_name.startswith("data-") or "/" in data_name or not data.is_dir():
-        raise CacheError(_damaged(name, "its 'current' pointer names no data folder"))
+        raise DamagedSetError(name, "its 'current' pointer names no data folder")
     return data
 
 
@@ -330,17 +372,17 @@ def _load_manifest(name: str, data: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CacheError(_damaged(name, "manifest.json is missing")) from None
+        raise DamagedSetError(name, "manifest.json is missing") from None
     except (ValueError, UnicodeDecodeError):
-        raise CacheError(_damaged(name, "manifest.json is not valid JSON")) from None
+        raise DamagedSetError(name, "manifest.json is not valid JSON") from None
     if not isinstance(manifest, dict):
-        raise CacheError(_damaged(name, "manifest.json is not an object"))
+        raise DamagedSetError(name, "manifest.json is not an object")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise CacheError(_damaged(name, f"unknown format version {manifest.get('format_version')!r}"))
+        raise DamagedSetError(name, f"unknown format version {manifest.get('format_version')!r}")
     required = {"clips": int, "labels": list, "label_counts": dict, "codec": dict, "model": dict, "content_hash": str}
     for key, kind in required.items():
         if not isinstance(manifest.get(key), kind):
-            raise CacheError(_damaged(name, f"manifest.json has no valid {key!r}"))
+            raise DamagedSetError(name, f"manifest.json has no valid {key!r}")
     return manifest
 
 
@@ -357,7 +399,7 @@ def _load_data(name: str, data: Path) -> SupportSet:
     except FileNotFoundError:
         raise
     except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise CacheError(_damaged(name, f"unreadable data ({type(exc).__name__}: {exc})")) from None
+        raise DamagedSetError(name, f"unreadable data ({type(exc).__name__}: {exc})") from None
     n = manifest["clips"]
     if (
         offsets.ndim != 1
@@ -367,9 +409,9 @@ def _load_data(name: str, data: Path) -> SupportSet:
         or int(offsets[-1]) != len(flat)
         or np.any(np.diff(offsets) <= 0)
     ):
-        raise CacheError(_damaged(name, "its files disagree with the manifest (truncated or mixed)"))
+        raise DamagedSetError(name, "its files disagree with the manifest (truncated or mixed)")
     if _content_hash(flat, offsets, items_text) != manifest["content_hash"]:
-        raise CacheError(_damaged(name, "content hash mismatch"))
+        raise DamagedSetError(name, "content hash mismatch")
     try:
         index = Index.read(data / "index.faiss", embeddings)
     except FileNotFoundError:
@@ -389,10 +431,6 @@ def _load_data(name: str, data: Path) -> SupportSet:
     return sset
 
 
-def _damaged(name: str, why: str) -> str:
-    return f"support set {name!r} is damaged ({why}); rebuild it with `icl-audio support build {name} ...` or remove it with `icl-audio support rm {name}`"
-
-
 def _content_hash(flat: np.ndarray, offsets: np.ndarray, items_text: str) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(flat, dtype=np.uint16).tobytes())
@@ -409,13 +447,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a small file atomically (temp file + fsync + rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a small file atomically and durably (the pointer and manifest of a set)."""
+    atomic_write(path, text)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -442,48 +475,69 @@ def _collect_garbage(folder: Path, keep: set[str]) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def build_named_set(name, items, *, model: str, codec: str, device: str = "auto", multi_label=None, extra=None, progress_factory=None, lm=None, codec_model=None) -> dict:
-    """Build ``items`` into the stored set ``name`` under its lock; refuses a model/codec change.
+def check_models(name: str, *, model: str, codec: str) -> None:
+    """Refuse (:class:`ModelMismatchError`) to build ``name`` with another model or codec than the
+    stored set, or an interrupted build of it, used. Cheap (reads the manifest): call it before
+    loading models; :func:`build_named_set` checks again under the lock."""
+    previous = _built_with(name, set_dir(name))
+    if previous is not None:
+        for key, wanted in (("model", model), ("codec", codec)):
+            if previous.get(key) != wanted:
+                raise ModelMismatchError(name, key, str(previous.get(key)), wanted)
 
-    An interrupted build leaves a ``building.json`` marker and its codes in the code cache, so
-    the next run with the same models resumes (only missing clips are encoded).
+
+def _built_with(name: str, folder: Path) -> dict | None:
+    if exists(name):
+        manifest = read_manifest(name)
+        return {key: manifest[key].get("requested", manifest[key].get("id")) for key in ("model", "codec")}
+    try:
+        previous = json.loads((folder / "building.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def build_named_set(
+    name: str,
+    items: Sequence["Item"],
+    *,
+    model: str,
+    codec: str,
+    lm: "LanguageModel",
+    codec_model: "Codec",
+    multi_label: bool | None = None,
+    extra: Mapping[str, Any] | None = None,
+    progress_factory: Callable[[int, str], Any] | None = None,
+    cache: "CodeCache | None" = None,
+    device: str | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> dict:
+    """Build ``items`` into the stored set ``name`` under its lock, with already-loaded models.
+
+    ``model``/``codec``: the names the user asked for (stored as ``requested``; a later build with
+    other names is refused); ``lm``/``codec_model``: those models, loaded by the caller.
+    ``cache``: the code cache (default: the shared one). ``device`` is ignored (the models come
+    loaded; accepted for older callers). An interrupted build leaves a ``building.json`` marker and
+    its codes in the code cache, so the next run with the same models resumes (only missing clips
+    are encoded). Returns a summary: clips, labels, encoded, reused, skipped.
     """
-    from icl_audio.codec import load_codec
     from icl_audio.codecache import CodeCache
-    from icl_audio.llm import load_lm
 
-    wanted = {"model": model, "codec": codec}
     with lock_for(name):
         folder = set_dir(name)
-        previous = None
-        if exists(name):
-            manifest = read_manifest(name)
-            previous = {"model": manifest["model"].get("requested", manifest["model"].get("id")), "codec": manifest["codec"].get("requested", manifest["codec"].get("id"))}
+        check_models(name, model=model, codec=codec)
         marker = folder / "building.json"
-        if previous is None and marker.is_file():
-            try:
-                previous = json.loads(marker.read_text(encoding="utf-8"))
-            except ValueError:
-                previous = None
-        if previous is not None:
-            for key in ("model", "codec"):
-                if previous.get(key) != wanted[key]:
-                    raise SupportSetError(
-                        f"support set {name!r} was built with --{key} {previous.get(key)}; refusing to mix in --{key} "
-                        f"{wanted[key]} (use another name, or `icl-audio support rm {name}` first)"
-                    )
-        _write_text(marker, json.dumps(wanted))
-        lm = lm or load_lm(model, device=device)
-        codec_model = codec_model or load_codec(codec, device=device)
+        _write_text(marker, json.dumps({"model": model, "codec": codec}))
         sset, report = build_support_set(
-            items, codec_model, lm, cache=CodeCache(), multi_label=multi_label,
+            items, codec_model, lm, cache=cache if cache is not None else CodeCache(), multi_label=multi_label,
             progress=progress_factory(len(items), f"encoding {name}") if progress_factory else None,
+            max_seconds=max_seconds,  # the dataset's clip length in a bench (arch)
         )
         meta = dict(sset.meta)
         meta["model"] = {**meta["model"], "requested": model}
         meta["codec"] = {**meta["codec"], "requested": codec}
         sset = SupportSet(sset.sources, sset.labels, sset.codes, sset.embeddings, sset.multi_label, meta)
-        manifest = save_support_set(name, sset, {k: v for k, v in (extra or {}).items()})
+        manifest = save_support_set(name, sset, dict(extra or {}))
         marker.unlink(missing_ok=True)
     return {
         "clips": manifest["clips"],
@@ -494,9 +548,25 @@ def build_named_set(name, items, *, model: str, codec: str, device: str = "auto"
     }
 
 
-
 # ----------------------------------------------------------------------------------------------
-# Resolution: what `--support SPEC` means
+# Resolution: what `--support SPEC` means, decided before any model loads
+
+
+@dataclass(frozen=True)
+class SupportSource:
+    """What a ``--support SPEC`` names: clips to encode (``kind`` "folder" or "csv", with their
+    ``items``) or a stored set (``kind`` "stored", with the ``model``/``codec`` it was built with)."""
+
+    kind: str
+    spec: str
+    path: Path | None = None
+    items: tuple["Item", ...] = ()
+    model: str | None = None
+    codec: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.kind == "stored"
 
 
 def stored_models(name: str) -> tuple[str, str]:
@@ -507,47 +577,57 @@ def stored_models(name: str) -> tuple[str, str]:
     return str(model.get("requested", model.get("id"))), str(codec.get("requested", codec.get("id")))
 
 
-def resolve_support(
-    spec: str,
-    classifier,
-    *,
-    progress_factory: Callable[[int, str], Any] | None = None,
-) -> tuple[SupportSet, BuildReport | None]:
-    """Turn ``--support SPEC`` into a support set for ``classifier``.
+def parse_support_spec(spec: str) -> SupportSource:
+    """Decide what ``spec`` names, reading folders and manifests only (no model, no audio).
 
-    SPEC is, in order: a folder with one sub-folder of clips per label (encoded on the fly,
-    codes cached), a CSV file (``path,label[,split]``), or the name of a stored set. The name of
-    an ARCH dataset that was never built gets an error with the exact command that builds it.
-    ``progress_factory(total, description)`` returns a ``progress(n)`` callback (or ``None``).
+    ``spec``: a folder with one sub-folder of clips per label, a CSV file (``path,label[,split]``),
+    or the name of a stored set. A bare name that is both a path here and a stored set is refused
+    as ambiguous rather than guessed (``./name`` is always the path). Raises
+    :class:`NotBuiltError` for a dataset recipe's name that was never built, and
+    :class:`SupportSetError` for anything else that names nothing usable.
     """
     from icl_audio import recipes
 
+    if not isinstance(spec, str) or not spec.strip():
+        raise SupportSetError("the support spec is empty: give a folder, a CSV file or a stored set name")
     path = Path(spec).expanduser()
-    if path.is_dir() or (path.suffix.lower() == ".csv" and path.is_file()):
-        items = recipes.from_folder(path) if path.is_dir() else recipes.from_csv(path)
-        # Load the models before the progress bar starts: a missing model is then one clean line.
-        codec, lm = classifier.codec_model, classifier.lm
-        progress = progress_factory(len(items), "encoding support clips") if progress_factory else None
-        return build_support_set(
-            items,
-            codec,
-            lm,
-            cache=classifier.cache,
-            progress=progress,
-            max_seconds=classifier.max_seconds,
-            meta={"source": {"kind": "folder" if path.is_dir() else "csv", "path": str(path.resolve())}},
-        )
-    if NAME_PATTERN.match(spec) and exists(spec):
-        return load_support_set(spec), None
-    if spec in recipes.RECIPES:
+    is_path = path.is_dir() or (path.suffix.lower() == ".csv" and path.is_file())
+    is_name = bool(NAME_PATTERN.match(spec)) and exists(spec)
+    if is_path and is_name:
         raise SupportSetError(
-            f"support set {spec!r} is not built yet; build it once with: "
-            f"icl-audio support build {spec} --dataset {spec} --root /path/to/{spec}"
-            + (f" --model {classifier.model}" if classifier.model != DEFAULT_LLM else "")
-            + (f" --codec {classifier.codec}" if classifier.codec != DEFAULT_CODEC else "")
+            f"ambiguous support {spec!r}: it is both a {'folder' if path.is_dir() else 'file'} here and a stored "
+            f"support set; use ./{spec} for the {'folder' if path.is_dir() else 'file'}, or rename it"
         )
+    if is_path:
+        if path.is_dir():
+            return SupportSource("folder", spec, path, tuple(recipes.from_folder(path)))
+        return SupportSource("csv", spec, path, tuple(recipes.from_csv(path)))
+    if is_name:
+        model, codec = stored_models(spec)
+        return SupportSource("stored", spec, model=model, codec=codec)
+    if spec in recipes.RECIPES:
+        raise NotBuiltError(spec)
     if path.exists():
         raise SupportSetError(f"{spec}: not a folder of labelled sub-folders nor a .csv file")
     built = [m["name"] for m in list_support_sets() if "error" not in m]
-    hint = f"stored sets: {', '.join(built)}" if built else "no sets are stored yet (`icl-audio support build`)"
+    hint = f"stored sets: {', '.join(built)}" if built else "no support sets are stored yet"
     raise SupportSetError(f"{spec}: no such folder, CSV file or stored support set ({hint})")
+
+
+def open_support(
+    source: SupportSource,
+    codec: "Codec",
+    lm: "LanguageModel",
+    *,
+    cache: "CodeCache | None" = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[SupportSet, BuildReport | None]:
+    """The support set ``source`` names: a stored set is loaded (report ``None``); folder and CSV
+    clips are encoded with the given, already-loaded models (codes through ``cache``)."""
+    if source.stored:
+        return load_support_set(source.spec), None
+    return build_support_set(
+        source.items, codec, lm, cache=cache, progress=progress, max_seconds=max_seconds,
+        meta={"source": {"kind": source.kind, "path": str(source.path.resolve())}},
+    )

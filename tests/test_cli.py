@@ -111,9 +111,9 @@ def test_support_build_info_list_classify_rm(support_folder, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["classify", "x.wav", "--support", "esc50", "--model", "debug", "--codec", "debug"], "icl-audio support build esc50 --dataset esc50 --root"),
-        (["classify", "x.wav", "--support", "/no/such/folder", "--model", "debug", "--codec", "debug"], "no such folder"),
-        (["classify", "x.wav", "--support", "whatever", "--k", "-1"], "--k must be >= 0"),
+        (["classify", "examples/query_two.wav", "--support", "esc50", "--model", "debug", "--codec", "debug"], "icl-audio support build esc50 --dataset esc50 --root"),
+        (["classify", "examples/query_two.wav", "--support", "/no/such/folder", "--model", "debug", "--codec", "debug"], "no such folder"),
+        (["classify", "examples/query_two.wav", "--support", "whatever", "--k", "-1"], "--k must be >= 0"),
         (["support", "build", "bad/name", "--folder", "."], "invalid support set name"),
         (["support", "build", "x", "--dataset", "nope", "--root", "."], "unknown dataset"),
         (["support", "build", "x", "--dataset", "esc50", "--root", "/no/such/root"], "ESC-50"),
@@ -125,3 +125,110 @@ def test_bad_invocations_are_one_line(args, message):
     assert out.returncode == 2, out
     assert message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- checks before any model loads, help, quiet output ------------------------------------------
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Make any model load fail the test: what is checked here must be checked before loading."""
+    import icl_audio.codec
+    import icl_audio.llm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(icl_audio.llm, "load_lm", refuse)
+    monkeypatch.setattr(icl_audio.codec, "load_codec", refuse)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process (so loaders can be monkeypatched); returns (exit code, stdout, stderr)."""
+    from icl_audio.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "nonsense"], "Invalid value for '--mode': 'nonsense' is not one of 'direct', 'channel'"),
+        (["--normalize", "median"], "Invalid value for '--normalize'"),
+        (["--template", "no-such-template"], "unknown template 'no-such-template'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--max-context", "3"], "max_context must be an integer >= 16"),
+        (["--top", "0"], "--top must be >= 1"),
+        (["--labels", " , "], "--labels is empty"),
+    ],
+)
+def test_bad_options_fail_in_one_line_before_models_load(no_models, capsys, support_folder, tmp_path, args, message):
+    query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
+    code, out, err = run_main(capsys, "classify", query, "--support", str(support_folder), "--model", "debug", "--codec", "debug", *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_missing_input_fails_in_one_line_before_models_load(no_models, capsys, support_folder, tmp_path):
+    query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
+    code, out, err = run_main(capsys, "classify", query, str(tmp_path / "nope.wav"), "--support", str(support_folder))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'nope.wav'}: no such file"]
+    code, _, err = run_main(capsys, "classify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--support", str(support_folder))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "2 of 2 inputs cannot be read" in err
+
+
+def test_a_name_that_is_a_folder_here_and_a_stored_set_is_ambiguous(no_models, capsys, support_folder, tmp_path, monkeypatch):
+    from test_support_store import fake_set
+
+    from icl_audio import support as store
+
+    store.save_support_set("both", fake_set())
+    (tmp_path / "both").symlink_to(support_folder, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
+    code, _, err = run_main(capsys, "classify", query, "--support", "both")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "ambiguous support 'both'" in err and "use ./both for the folder" in err
+
+
+def test_help_shows_choices_metavars_and_the_install_hint():
+    out = run_cli("classify", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # help text is wrapped to the terminal
+    for expected in ("<direct|channel>", "<sum|mean>", "auto|cpu|cuda|cuda:N", "--support FOLDER|CSV|NAME", "--k N",
+                     "icl-audio[int8]", "[default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]"):
+        assert expected in text, expected
+    assert "<bool>" not in text and "<str>" not in text and "<int>" not in text
+
+
+def test_cli_choices_match_the_library():
+    from icl_audio.cli.classify import MODES, NORMALIZE
+    from icl_audio.prompt import MODES as LIB_MODES
+    from icl_audio.scoring import NORMALIZE as LIB_NORMALIZE
+
+    assert tuple(MODES) == tuple(LIB_MODES) and tuple(NORMALIZE) == tuple(LIB_NORMALIZE)
+
+
+def test_normal_runs_print_only_the_clis_own_lines(support_folder, tmp_path):
+    query = write_wav(tmp_path / "q.wav", tone(120, 0.5))
+    out = run_cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
+    assert out.returncode == 0, out.stderr
+    own = ("support: ", "encoding support clips", "encoding queries", "note: ")
+    for line in out.stderr.splitlines():
+        assert line.strip() == "" or line.startswith(own), f"not the CLI's own line: {line!r}"
+    lowered = out.stderr.lower()
+    assert "deprecat" not in lowered and "warning" not in lowered and "[transformers]" not in lowered
+    json.loads(out.stdout)  # stdout holds only the result
+
+
+def test_a_long_path_is_printed_whole_on_one_line(support_folder, tmp_path):
+    deep = tmp_path / ("a_rather_long_folder_name_" * 3) / ("and_a_long_clip_file_name_" * 3 + "end.wav")
+    write_wav(deep, tone(120, 0.4))
+    out = run_cli("classify", str(deep), "--support", str(support_folder), "--k", "1", "--model", "debug", "--codec", "debug", "--quiet",
+                  env={"COLUMNS": "60"})
+    assert out.returncode == 0, out.stderr
+    assert len(str(deep)) > 60
+    assert str(deep) in out.stdout.splitlines()

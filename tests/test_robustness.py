@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import time  # only to wait for a subprocess, never asserted on
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     write_wav(tmp / "zero.wav", np.zeros(0, dtype=np.float32))
     write_wav(tmp / "nan.wav", np.array([0.1, np.nan] * 800, dtype=np.float32), subtype="FLOAT")
     write_wav(tmp / "inf.wav", np.array([0.1, np.inf] * 800, dtype=np.float32), subtype="FLOAT")
-    (tmp / "a dir.wav").mkdir(exist_ok=True)
     return {
-        "missing": (tmp / "missing.wav", "no such file"),
-        "directory": (tmp / "a dir.wav", "is a directory"),
         "empty": (tmp / "empty.wav", "empty file"),
         "text": (tmp / "text.wav", "cannot read audio"),
         "truncated": (tmp / "truncated.wav", "cannot read audio"),
@@ -67,6 +64,22 @@ def test_each_bad_audio_file_is_one_line_and_the_rest_still_run(support_folder, 
         assert message in line
     assert f"{len(bad)} of {len(bad) + 1} inputs failed" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: tmp / "missing.wav", "missing.wav: no such file"),
+        (lambda tmp: (tmp / "a dir.wav").mkdir() or tmp / "a dir.wav", "a dir.wav: is a directory"),
+    ],
+)
+def test_inputs_that_are_not_files_fail_before_any_work(support_folder, tmp_path, make, message):
+    # Found before any model loads or any clip is encoded: one line, exit 2, no progress lines.
+    good = write_wav(tmp_path / "good.wav", tone(140, 0.4))
+    out = run_cli("classify", str(good), str(make(tmp_path)), "--support", str(support_folder), *DEBUG)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [one_error_line(out)]
+    assert message in out.stderr
 
 
 @pytest.mark.parametrize(
@@ -92,18 +105,19 @@ def test_odd_but_valid_audio_works(support_folder, tmp_path, name, make):
 def test_one_hour_clip_is_bounded_by_the_crop_policy(support_folder, tmp_path):
     import soundfile as sf
 
+    from icl_audio.audio import load_audio
+
     path = tmp_path / "one hour.wav"
     with sf.SoundFile(str(path), "w", SR, 1, subtype="PCM_16") as f:
         block = (0.1 * np.sin(np.arange(SR * 60) * 0.05)).astype(np.float32)
         for _ in range(60):
             f.write(block)
-    start = time.monotonic()
     out = classify(str(path), support=support_folder)
     assert out.returncode == 0, out.stderr
     assert "keeping the first 30 s" in out.stderr
-    # Reading only the kept window: far quicker than decoding an hour (no timing assertion beyond
-    # a generous bound that catches decoding the whole file with a slow path).
-    assert time.monotonic() - start < 300
+    # Only the kept window is decoded: the clip holds 30 s, not an hour.
+    with pytest.warns(UserWarning, match="keeping the first 30 s"):
+        assert load_audio(str(path)).samples.shape == (30 * SR,)
 
 
 # -- labels are text, never markup -----------------------------------------------------------------
@@ -184,7 +198,8 @@ def test_damaged_stored_set_via_cli(support_folder, tmp_path):
     (data / "manifest.json").write_text("garbage{")
     out = run_cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", "dmg", "--json")
     assert out.returncode == 2
-    assert "is damaged" in one_error_line(out)
+    # The library says what is wrong; the CLI adds what to run.
+    assert "is damaged" in one_error_line(out) and "`icl-audio support rm dmg`" in one_error_line(out)
     info = run_cli("support", "info", "dmg")
     assert info.returncode == 2 and "is damaged" in one_error_line(info)
     # Rebuilding over a damaged set is allowed (it was never readable) and repairs it.
@@ -242,7 +257,7 @@ def test_killed_support_build_resumes_without_redoing_work(tmp_path, sig):
     proc = _popen("support", "build", "resume", "--folder", str(root), *DEBUG, "--quiet", env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        # Codes are written a chunk (32 clips) at a time: kill once the first chunk is stored.
+        # Codes are written a chunk at a time: kill once 32 codes are stored.
         if codes_dir.exists() and sum(1 for p in codes_dir.rglob("*.codes")) >= 32:
             break
         time.sleep(0.01)

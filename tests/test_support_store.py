@@ -68,8 +68,10 @@ def test_damaged_sets_give_one_clear_line(damage, message):
     damage(_data_dir("broken"))
     with pytest.raises(CacheError) as err:
         store.load_support_set("broken")
-    assert message in str(err.value) and "support rm broken" in str(err.value)
-    assert "\n" not in str(err.value)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    # The library names the set; what command to run is the CLI's to say (tests/test_robustness.py).
+    assert isinstance(err.value, store.DamagedSetError) and err.value.set_name == "broken"
+    assert "icl-audio" not in str(err.value)
 
 
 def test_tampered_codes_fail_the_content_hash():
@@ -136,3 +138,37 @@ def test_concurrent_writers_and_readers_never_see_a_broken_set():
         assert p.exitcode == 0
     final = store.load_support_set("shared")
     assert any(np.array_equal(final.embeddings, fake_set(seed=s).embeddings) for s in (1, 2))
+
+
+def test_support_spec_is_decided_before_any_model(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "pets" / "dog"
+    folder.mkdir(parents=True)
+    sf.write(str(folder / "a.wav"), np.zeros(1600, np.float32), 16000)
+    src = store.parse_support_spec("pets")
+    assert src.kind == "folder" and [it.path.name for it in src.items] == ["a.wav"]
+    store.save_support_set("pets", fake_set())
+    # A folder here and a stored set of the same name: refused, not guessed.
+    with pytest.raises(SupportSetError, match="ambiguous support 'pets'.*use ./pets for the folder"):
+        store.parse_support_spec("pets")
+    assert store.parse_support_spec("./pets").kind == "folder"
+    monkeypatch.chdir(tmp_path / "pets")
+    stored = store.parse_support_spec("pets")
+    assert stored.kind == "stored" and stored.items == ()
+    with pytest.raises(store.NotBuiltError) as err:
+        store.parse_support_spec("esc50")
+    assert err.value.set_name == "esc50"
+    with pytest.raises(SupportSetError, match="no such folder, CSV file or stored support set"):
+        store.parse_support_spec("nothing-here")
+
+
+def test_library_errors_name_no_command_line_syntax():
+    # The CLI adds "run `icl-audio support ...`" hints (icl_audio/cli/render.py:hint_for); the
+    # library, used from Python, only says what is wrong.
+    from pathlib import Path
+
+    root = Path(store.__file__).parent
+    for name in ("support.py", "classifier.py", "encoding.py", "retrieval.py", "codecache.py"):
+        assert "icl-audio " not in (root / name).read_text(), name

@@ -13,6 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: option texts are not rich markup, so "icl-audio[int8]" or "path,label[,split]" print
+    # as written instead of being swallowed as style tags.
+    rich_markup_mode=None,
 )
 support_app = typer.Typer(help="Build, list, inspect and remove named support sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks: ARCH datasets, scorer speed, codec speed.", no_args_is_help=True)
@@ -55,9 +58,35 @@ def _plain_warnings() -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show
-    # Third-party deprecation chatter is not the user's concern on the command line.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def quiet_third_parties() -> None:
+    """Keep stderr to the CLI's own lines: no third-party warnings, logging chatter or tqdm bars.
+
+    Python warnings are shown only when raised from icl_audio's own code; transformers and
+    huggingface_hub read their verbosity and progress-bar settings from the environment when first
+    imported, which happens later, inside the commands. `--debug` skips all this.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"icl_audio(\.|$)")
+    for name, value in (
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("HF_HUB_VERBOSITY", "error"),
+        ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+    ):
+        os.environ.setdefault(name, value)
+
+
+def _one_line_usage_error(exc) -> str:
+    # click would print the usage, a "Try --help" line and a blank line; one line is enough.
+    message = exc.format_message().replace("Value error, ", "")
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"error: {message}{where}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ICL_AUDIO_DEBUG"))
     _terminate_as_interrupt()
     _plain_warnings()
+    if not debug:
+        quiet_third_parties()
     from icl_audio.hub import keep_freed_memory
 
     keep_freed_memory()  # ~10% faster CPU passes: no page faults on every large tensor
@@ -78,22 +109,25 @@ def main(argv: list[str] | None = None) -> int:
     except ICLAudioError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from icl_audio.cli.render import hint_for
+
+        hint = hint_for(exc)
+        print(f"error: {exc}{'; ' + hint if hint else ''}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except SystemExit as exc:  # typer.Exit inside commands
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # click usage errors and the like
+    except Exception as exc:  # usage errors (typer's own click, or click's) and the like
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show(file=sys.stderr)
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (typer.Abort, click.exceptions.Abort)):
             print("aborted", file=sys.stderr)
             return 130
+        if isinstance(exc, (typer.TyperException, click.exceptions.ClickException)) and hasattr(exc, "format_message"):
+            print(_one_line_usage_error(exc), file=sys.stderr)
+            return int(getattr(exc, "exit_code", 2))
         if debug:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
 from icl_audio.cli import app
+
+# Written out here so `--help` lists them without importing the library (tests check they match
+# icl_audio.prompt.MODES and icl_audio.scoring.NORMALIZE).
+MODES = ("direct", "channel")
+NORMALIZE = ("sum", "mean")
 
 
 def _split_labels(text: str | None) -> list[str] | None:
@@ -27,109 +33,122 @@ def _split_labels(text: str | None) -> list[str] | None:
     return labels
 
 
+def check_inputs(paths: list[str]) -> None:
+    """One line (AudioError, exit 2) for inputs that are missing, folders or unreadable: found
+    before any model loads. Files that exist but do not decode are reported later, one by one."""
+    from icl_audio.errors import AudioError
+
+    problems = []
+    for name in paths:
+        path = Path(name).expanduser()
+        if not path.exists():
+            problems.append(f"{name}: no such file")
+        elif path.is_dir():
+            problems.append(f"{name}: is a directory, not an audio file")
+        elif not os.access(path, os.R_OK):
+            problems.append(f"{name}: not readable (permission denied)")
+    if len(problems) == 1:
+        raise AudioError(problems[0])
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+        raise AudioError(f"{len(problems)} of {len(paths)} inputs cannot be read: {shown}")
+
+
 @app.command("classify")
 def classify(
-    audio: List[str] = typer.Argument(..., help="Audio files to classify (wav, flac, ogg, mp3, ...)."),
+    audio: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files to classify (wav, flac, ogg, mp3, ...)."),
     support: str = typer.Option(
-        ..., "--support", "-s", help="Folder with one sub-folder of clips per label, a CSV (path,label), or a stored set name."
+        ..., "--support", "-s", metavar="FOLDER|CSV|NAME",
+        help="A folder with one sub-folder of clips per label, a CSV (path,label), or a stored set's name (./NAME for a folder named like a set).",
     ),
-    k: int = typer.Option(4, "--k", help="Demonstrations retrieved per query (0 = zero-shot)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Candidate labels, comma-separated (default: the support set's)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="LLM: hub id, local folder, 'llasa-1b' or 'debug' [default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]."),
-    codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Codec: hub id, local folder or 'debug' [default: HKUSTAudio/xcodec2-hf, or the stored set's]."),
-    top: Optional[int] = typer.Option(None, "--top", help="Show only the N best labels."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per clip per line on stdout."),
-    mode: str = typer.Option("direct", "--mode", help="direct: log p(label | audio); channel: log p(audio | label)."),
-    normalize: str = typer.Option("sum", "--normalize", help="Per-token normalisation of label scores: sum or mean."),
+    k: int = typer.Option(4, "--k", metavar="N", help="Demonstrations retrieved per query (0 = zero-shot)."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,...", help="Candidate labels, comma-separated (default: the support set's)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM: hub id, local folder, 'llasa-1b' or 'debug' [default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", metavar="ID|FOLDER", help="Codec: hub id, local folder or 'debug' [default: HKUSTAudio/xcodec2-hf, or the stored set's]."),
+    top: Optional[int] = typer.Option(None, "--top", metavar="N", help="Show only the N best labels."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per clip per line on stdout, as each clip is done."),
+    mode: Literal["direct", "channel"] = typer.Option("direct", "--mode", help="direct: log p(label | audio); channel: log p(audio | label)."),
+    normalize: Literal["sum", "mean"] = typer.Option("sum", "--normalize", help="Label score: sum of token log-probabilities, or their mean."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Contextual calibration: divide out the label prior of a content-free query."),
     balanced: bool = typer.Option(False, "--balanced", help="Class-balanced retrieval: the nearest clips of each candidate label in turn."),
-    template: str = typer.Option("default", "--template", help="Prompt template: a name in prompts/ (default, uniaudio) or a .toml path."),
-    max_context: int = typer.Option(2048, "--max-context", help="Token budget of a prompt (Llasa was trained on 2048)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    template: Optional[str] = typer.Option(None, "--template", metavar="NAME|FILE.toml", help="Prompt template: a built-in name (see prompts/) or a .toml path [default: the built-in default]."),
+    max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt (Llasa was trained on 2048)."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run (auto: the GPU if there is one)."),
     int8: bool = typer.Option(False, "--int8", help="Load the LLM in 8-bit with bitsandbytes (pip install 'icl-audio[int8]')."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Classify AUDIO clips by in-context learning against a support set."""
-    from icl_audio import support as support_store
-    from icl_audio.classifier import Failure, ICLClassifier
-    from icl_audio.cli.render import ProgressBars, stderr_console
-    from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
-    from icl_audio.errors import ICLAudioError, SupportSetError
+    from icl_audio.errors import ICLAudioError
 
+    # -- everything that can be checked without a model, in one line each -----------------------
     if k < 0:
         raise ICLAudioError(f"--k must be >= 0, got {k}")
     if top is not None and top < 1:
         raise ICLAudioError(f"--top must be >= 1, got {top}")
     candidates = _split_labels(labels)
+    check_inputs(audio)
 
-    # A stored set fixes the model and codec it was built with: its embeddings and codes only
-    # make sense with those.
-    # A path wins over a stored set of the same name (resolve_support tries paths first too).
-    if not Path(support).expanduser().exists() and support_store.exists(support):
-        set_model, set_codec = support_store.stored_models(support)
-        for flag, given, built in (("--model", model, set_model), ("--codec", codec, set_codec)):
+    from icl_audio import support as store
+    from icl_audio.classifier import Failure, ICLClassifier
+    from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
+    from icl_audio.errors import SupportSetError
+
+    try:
+        source = store.parse_support_spec(support)
+    except store.NotBuiltError:
+        flags = (f" --model {model}" if model else "") + (f" --codec {codec}" if codec else "")
+        raise SupportSetError(
+            f"support set {support!r} is not built yet; build it once with: "
+            f"icl-audio support build {support} --dataset {support} --root /path/to/{support}{flags}"
+        ) from None
+    if source.stored:
+        # A stored set fixes the model and codec it was built with: its codes and embeddings only
+        # make sense with those.
+        for flag, given, built in (("--model", model, source.model), ("--codec", codec, source.codec)):
             if given is not None and given != built:
                 raise SupportSetError(f"support set {support!r} was built with {flag} {built}; got {flag} {given}")
-        model, codec = set_model, set_codec
-    clf = ICLClassifier(
-        model=model or DEFAULT_LLM,
-        codec=codec or DEFAULT_CODEC,
-        k=k,
-        mode=mode,
-        normalize=normalize,
-        calibrate=calibrate,
-        template=template,
-        max_context=max_context,
-        balanced=balanced,
-        device=device,
-        int8=int8,
+        model, codec = source.model, source.codec
+    clf = ICLClassifier(  # checks every option (mode, template, device, ...) before loading anything
+        model=model or DEFAULT_LLM, codec=codec or DEFAULT_CODEC, k=k, mode=mode, normalize=normalize,
+        calibrate=calibrate, template=template, max_context=max_context, balanced=balanced, device=device, int8=int8,
     )
+
+    # -- the models, then the work --------------------------------------------------------------
+    from icl_audio.cli.render import ProgressBars, print_prediction_table, stderr_console
+
+    clf.codec_model  # loads the LLM, then the codec: a missing model is one line, before any bar
     console = stderr_console()
+    predictions, failures, short_k, min_used = [], [], 0, k
     with ProgressBars(enabled=not quiet) as bars:
-        sset, report = support_store.resolve_support(support, clf, progress_factory=bars.bar)
+        bar = None if source.stored else bars.bar(len(source.items), "encoding support clips")
+        sset, report = store.open_support(source, clf.codec_model, clf.lm, cache=clf.cache, max_seconds=clf.max_seconds, progress=bar)
         clf.fit_support(sset)
         if report is not None and not quiet:
             console.print(f"support: {len(sset)} clips, {len(sset.classes)} labels ({report.encoded} encoded, {report.reused} from cache)")
             for path, why in report.skipped:
                 console.print(f"skipped support clip: {why}", markup=False)
-        results = clf.classify(audio, candidates, on_error="skip", progress=bars.bar(len(audio), "encoding queries"))
+        results = clf.iter_classify(audio, candidates, on_error="skip", progress=bars.bar(len(audio), "encoding queries"))
+        for result in results:
+            if isinstance(result, Failure):
+                failures.append(result)
+                continue
+            if result.demos_used < k:
+                short_k, min_used = short_k + 1, min(min_used, result.demos_used)
+            if as_json:
+                print(json.dumps(result.to_dict(top), ensure_ascii=False), flush=True)
+            else:
+                predictions.append(result)
 
-    failures = [r for r in results if isinstance(r, Failure)]
-    predictions = [r for r in results if not isinstance(r, Failure)]
-    short_k = [p for p in predictions if p.demos_used < k]
+    done = len(audio) - len(failures)
     if short_k:
         console.print(
-            f"[yellow]note:[/] {len(short_k)} of {len(predictions)} prompts used fewer than k={k} demonstrations "
-            f"(support size {len(sset)} or the {max_context}-token budget; min used {min(p.demos_used for p in short_k)})"
+            f"[yellow]note:[/] {short_k} of {done} prompts used fewer than k={k} demonstrations "
+            f"(support size {len(sset)} or the {clf.scoring_options.max_context}-token budget; min used {min_used})"
         )
-    if as_json:
-        for p in predictions:
-            print(json.dumps(p.to_dict(top), ensure_ascii=False))
-    else:
-        _print_tables(predictions, top)
+    for p in predictions:
+        print_prediction_table(p, top)
     for f in failures:
         print(f"error: {f.error}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(results)} inputs failed", file=sys.stderr)
+        print(f"{len(failures)} of {len(audio)} inputs failed", file=sys.stderr)
         raise typer.Exit(1)
-
-
-def _print_tables(predictions, top: int | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    console = Console()
-    for p in predictions:
-        # Labels and paths are user text: render them as Text so "[...]" is never read as markup.
-        table = Table(title=Text(p.audio), title_justify="left")
-        table.add_column("rank", justify="right")
-        table.add_column("label")
-        table.add_column("score", justify="right")
-        n = len(p.labels) if top is None else top
-        for rank, (label, score) in enumerate(zip(p.labels[:n], p.scores[:n]), start=1):
-            table.add_row(str(rank), Text(label), f"{score:.3f}")
-        console.print(table)
-        if p.demonstrations:
-            demos = ", ".join(f"{d.label} ({d.similarity:.2f})" for d in p.demonstrations)
-            console.print(f"  demonstrations: {demos}", highlight=False, markup=False)
