@@ -45,11 +45,11 @@ if TYPE_CHECKING:
     from icl_audio.codecache import CodeCache
 
 # A chunk is at most this many clips and this much decoded audio (whichever comes first; always
-# at least one clip). 320 s is 20 MB of float32 samples and four of the codec's 80 s batches: big
-# enough to fill the codec's length buckets and worker threads, small enough that 6 files and
-# 10,000 files peak at about the same memory.
+# at least one clip). 160 s is 10 MB of float32 samples and two of the codec's 80 s batches (which
+# it splits further to keep every worker busy): enough to fill its length buckets, small enough
+# that 6 thirty-second files and 10,000 of them are encoded in chunks of the same shape.
 CHUNK_CLIPS = 64
-CHUNK_SECONDS = 320.0
+CHUNK_SECONDS = 160.0
 
 Progress = Callable[[int], None]
 
