@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from icl_audio.codec import Codec
     from icl_audio.codecache import CodeCache
     from icl_audio.llm import LanguageModel
+    from icl_audio.prompt import Prompt
     from icl_audio.retrieval import Neighbor
     from icl_audio.scoring import LabelScores, Scorer, ScoringOptions
     from icl_audio.support import SupportSet
@@ -346,11 +347,46 @@ class ICLClassifier:
         cannot be read instead of raising, so one bad file does not stop the rest.
         ``progress(n)``: called as inputs are encoded.
         """
+        labels = _candidate_labels(candidate_labels, self._fitted())
+        for item, neighbours in self._retrieved(audios, labels, k, on_error, progress):
+            if neighbours is None:
+                yield Failure(item.source, str(item.error))
+            else:
+                yield self.predict_codes(item.codes, neighbours, labels, source=item.source)
+
+    def iter_prompts(
+        self,
+        audios: Iterable[AudioInput],
+        candidate_labels: Sequence[str] | None = None,
+        *,
+        k: int | None = None,
+        on_error: str = "raise",
+    ) -> Iterator["tuple[str, Prompt, list[DemoInfo]] | Failure"]:
+        """What the model is fed for each clip: ``(source, Prompt, demonstrations used)``, built on the very
+        path :meth:`iter_classify` scores (same retrieval, same prompt builder), without scoring."""
+        support = self._fitted()
+        labels = _candidate_labels(candidate_labels, support)
+        for item, neighbours in self._retrieved(audios, labels, k, on_error, None):
+            if neighbours is None:
+                yield Failure(item.source, str(item.error))
+                continue
+            prompt = self.scorer.prompt(self._demos(neighbours), item.codes, labels)
+            used = neighbours[: prompt.demos_used]
+            yield item.source, prompt, [DemoInfo(support.sources[n.index], support.label_text(n.index), n.similarity)
+                                        for n in used]
+
+    def _demos(self, neighbours: Sequence["Neighbor"]) -> list:
+        from icl_audio.scoring import Demo
+
+        support = self._fitted()
+        return [Demo(support.codes[n.index], support.label_text(n.index)) for n in neighbours]
+
+    def _retrieved(self, audios, labels, k, on_error, progress):
+        """(encoded input, its neighbours most similar first; None for an input that failed), in input order."""
         from icl_audio.encoding import stream_codes
         from icl_audio.retrieval import clip_embeddings
 
         support = self._fitted()
-        labels = _candidate_labels(candidate_labels, support)
         k = self.k if k is None else k
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise ICLAudioError(f"k must be an integer >= 0, got {k!r}")
@@ -360,13 +396,13 @@ class ICLClassifier:
         for item in stream_codes(audios, self.codec_model, cache=self.cache, max_seconds=self.max_seconds,
                                  on_error=on_error, progress=progress):
             if item.codes is None:
-                yield Failure(item.source, str(item.error))
+                yield item, None
                 continue
             neighbours: list = []
             if k > 0:
                 (neighbours,) = retrieve(support, clip_embeddings(scorer.lm, [item.codes]), k,
                                          balanced_labels=labels if self.balanced else None)
-            yield self.predict_codes(item.codes, neighbours, labels, source=item.source)
+            yield item, neighbours
 
     def classify(
         self,
@@ -382,11 +418,10 @@ class ICLClassifier:
 
     def predict_codes(self, query_codes: np.ndarray, neighbours: Sequence["Neighbor"], labels: Sequence[str], *, source: str = "<codes>") -> "Prediction":
         """Score ``labels`` for one query given its codes and its retrieved neighbours (most similar first)."""
-        from icl_audio.scoring import Demo, decide
+        from icl_audio.scoring import decide
 
         support = self._fitted()
-        demos = [Demo(support.codes[n.index], support.label_text(n.index)) for n in neighbours]
-        scores: LabelScores = self.scorer.score(demos, query_codes, labels)
+        scores: LabelScores = self.scorer.score(self._demos(neighbours), query_codes, labels)
         order = np.argsort(-np.asarray(scores.probs), kind="stable")
         used = neighbours[: scores.demos_used]
         return Prediction(

@@ -23,7 +23,7 @@ from icl_audio.prompt import DEFAULT_TEMPLATE, MODES, Demo, PromptBuilder
 
 __all__ = [
     "Demo", "Target", "ScoringOptions", "LabelScores", "Scorer", "loglikelihood", "loglikelihood_naive",
-    "decide", "select_balanced", "make_plan",
+    "decide", "make_plan",
 ]
 
 NORMALIZE = ("sum", "mean")
@@ -176,6 +176,11 @@ class Scorer:
             self._priors.move_to_end(key)
         return prior
 
+    def prompt(self, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str]):
+        """The :class:`~icl_audio.prompt.Prompt` :meth:`score` feeds the model for these inputs."""
+        return self.builder.build(demos, np.asarray(query_codes), _check_labels(labels), mode=self.options.mode,
+                                  max_context=self.options.max_context)
+
     def score(self, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str]) -> LabelScores:
         """Score every label in ``labels`` for the query ``query_codes`` given ``demos``.
 
@@ -187,7 +192,7 @@ class Scorer:
         labels = _check_labels(labels)
         query_codes = np.asarray(query_codes)
         opts = self.options
-        prompt = self.builder.build(demos, query_codes, labels, mode=opts.mode, max_context=opts.max_context)
+        prompt = self.prompt(demos, query_codes, labels)
         raw, counts, scores = self._normalised(self._loglikelihood(prompt))
         if opts.calibrate:
             scores = scores - self._prior(demos, query_codes, labels)
@@ -199,44 +204,3 @@ class Scorer:
         return LabelScores(labels=labels, logprobs=scores, probs=probs, prompt_tokens=len(prompt.prefix),
                            demos_used=prompt.demos_used, cropped=prompt.cropped, raw_logprobs=raw,
                            n_tokens=counts, multi_label=opts.multi_label)
-
-
-# --------------------------------------------------------------------------------------------
-# demonstration selection
-
-
-def select_balanced(neighbour_labels: Sequence[str | Sequence[str]], labels: Sequence[str], k: int) -> list[int]:
-    """Class-balanced choice of ``k`` demonstrations among retrieved neighbours (pure function).
-
-    ``neighbour_labels``: the label (or labels, for multi-label sets) of each neighbour, most similar
-    first. ``labels``: the candidate labels; neighbours with none of them are ignored.
-    Round-robin over labels, ordered by their nearest neighbour: each label in turn gets its next
-    nearest clip not yet taken, until ``k`` clips are chosen or none remain. With ``k`` smaller than the
-    number of labels, the labels whose nearest clip is most similar win. Returns neighbour indices,
-    most similar first (the order :meth:`Scorer.score` expects).
-    """
-    wanted = set(labels)
-    queues: dict[str, list[int]] = {}
-    for idx, labs in enumerate(neighbour_labels):
-        for lab in ([labs] if isinstance(labs, str) else labs):
-            if lab in wanted:
-                queues.setdefault(lab, []).append(idx)  # dict order = order of nearest neighbour
-    chosen: list[int] = []
-    taken: set[int] = set()
-    pos = {lab: 0 for lab in queues}
-    while len(chosen) < k:
-        progress = False
-        for lab, queue in queues.items():
-            while pos[lab] < len(queue) and queue[pos[lab]] in taken:
-                pos[lab] += 1
-            if pos[lab] < len(queue):
-                idx = queue[pos[lab]]
-                chosen.append(idx)
-                taken.add(idx)
-                pos[lab] += 1
-                progress = True
-                if len(chosen) == k:
-                    break
-        if not progress:
-            break
-    return sorted(chosen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,6 +51,17 @@ def _predictions(out: Path) -> dict[str, list[dict]]:
         p.name: [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in p.read_text().splitlines()]
         for p in sorted((out / "predictions").glob("*.jsonl"))
     }
+
+
+def _close(a, b) -> bool:
+    """Equal structures, floats within 1e-6 relative: processes with other thread counts sum in another order."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_single_label_bench_writes_every_output(esc50_reference, trees, capsys):
@@ -181,7 +193,7 @@ def test_two_processes_equal_one(esc50_reference, trees, tmp_path):
     printed = json.loads(proc.stdout)  # only rank 0 prints
     assert printed["dataset"] == "esc50"
     assert _metrics(out) == _metrics(esc50_reference)
-    assert _predictions(out) == _predictions(esc50_reference)
+    assert _close(_predictions(out), _predictions(esc50_reference))
     assert not list((out / "predictions").glob("rank*"))
 
 

@@ -34,6 +34,7 @@ def _root(
 # Register the commands (these modules import nothing heavy at import time).
 from icl_audio.cli import bench as _bench  # noqa: E402,F401
 from icl_audio.cli import classify as _classify  # noqa: E402,F401
+from icl_audio.cli import prompt as _prompt  # noqa: E402,F401
 from icl_audio.cli import support as _support  # noqa: E402,F401
 
 

@@ -71,7 +71,8 @@ def classify(
     normalize: Literal["sum", "mean"] = typer.Option("sum", "--normalize", help="Label score: sum of token log-probabilities, or their mean."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Contextual calibration: divide out the label prior of a content-free query."),
     balanced: bool = typer.Option(False, "--balanced", help="Class-balanced retrieval: the nearest clips of each candidate label in turn."),
-    template: Optional[str] = typer.Option(None, "--template", metavar="NAME|FILE.toml", help="Prompt template: a built-in name (see prompts/) or a .toml path [default: the built-in default]."),
+    template: Optional[str] = typer.Option(None, "--template", metavar="NAME|FILE.toml", help="Prompt template: llasa, uniaudio (see prompts/) or a .toml path [default: llasa, Llasa's training format]."),
+    mask_eot: Optional[bool] = typer.Option(None, "--mask-eot/--attend-eot", help="Hide <|eot_id|> from attention as Llasa's training did, or attend to it [default: the template's choice]."),
     max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt (Llasa was trained on 2048)."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run (auto: the GPU if there is one)."),
     int8: bool = typer.Option(False, "--int8", help="Load the LLM in 8-bit with bitsandbytes (pip install 'icl-audio[int8]')."),
@@ -80,53 +81,22 @@ def classify(
     """Classify AUDIO clips by in-context learning against a support set."""
     from icl_audio.errors import ICLAudioError
 
-    # -- everything that can be checked without a model, in one line each -----------------------
-    if k < 0:
-        raise ICLAudioError(f"--k must be >= 0, got {k}")
     if top is not None and top < 1:
         raise ICLAudioError(f"--top must be >= 1, got {top}")
+    clf, source = open_classifier(audio, support, k=k, labels=labels, model=model, codec=codec, mode=mode,
+                                  normalize=normalize, calibrate=calibrate, balanced=balanced, template=template,
+                                  mask_eot=mask_eot, max_context=max_context, device=device, int8=int8)
     candidates = _split_labels(labels)
-    check_inputs(audio)
-
-    from icl_audio import support as store
-    from icl_audio.classifier import Failure, ICLClassifier
-    from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
-    from icl_audio.errors import SupportSetError
-
-    try:
-        source = store.parse_support_spec(support)
-    except store.NotBuiltError:
-        flags = (f" --model {model}" if model else "") + (f" --codec {codec}" if codec else "")
-        raise SupportSetError(
-            f"support set {support!r} is not built yet; build it once with: "
-            f"icl-audio support build {support} --dataset {support} --root /path/to/{support}{flags}"
-        ) from None
-    if source.stored:
-        # A stored set fixes the model and codec it was built with: its codes and embeddings only
-        # make sense with those.
-        for flag, given, built in (("--model", model, source.model), ("--codec", codec, source.codec)):
-            if given is not None and given != built:
-                raise SupportSetError(f"support set {support!r} was built with {flag} {built}; got {flag} {given}")
-        model, codec = source.model, source.codec
-    clf = ICLClassifier(  # checks every option (mode, template, device, ...) before loading anything
-        model=model or DEFAULT_LLM, codec=codec or DEFAULT_CODEC, k=k, mode=mode, normalize=normalize,
-        calibrate=calibrate, template=template, max_context=max_context, balanced=balanced, device=device, int8=int8,
-    )
 
     # -- the models, then the work --------------------------------------------------------------
+    from icl_audio.classifier import Failure
     from icl_audio.cli.render import ProgressBars, print_prediction_table, stderr_console
 
     clf.codec_model  # loads the LLM, then the codec: a missing model is one line, before any bar
     console = stderr_console()
     predictions, failures, short_k, min_used = [], [], 0, k
     with ProgressBars(enabled=not quiet) as bars:
-        bar = None if source.stored else bars.bar(len(source.items), "encoding support clips")
-        sset, report = store.open_support(source, clf.codec_model, clf.lm, cache=clf.cache, max_seconds=clf.max_seconds, progress=bar)
-        clf.fit_support(sset)
-        if report is not None and not quiet:
-            console.print(f"support: {len(sset)} clips, {len(sset.classes)} labels ({report.encoded} encoded, {report.reused} from cache)")
-            for path, why in report.skipped:
-                console.print(f"skipped support clip: {why}", markup=False)
+        sset = fit_support(clf, source, bars, console, quiet)
         results = clf.iter_classify(audio, candidates, on_error="skip", progress=bars.bar(len(audio), "encoding queries"))
         for result in results:
             if isinstance(result, Failure):
@@ -147,8 +117,67 @@ def classify(
         )
     for p in predictions:
         print_prediction_table(p, top)
+    report_failures(failures, len(audio))
+
+
+def report_failures(failures: list, total: int) -> None:
     for f in failures:
         print(f"error: {f.error}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(audio)} inputs failed", file=sys.stderr)
+        print(f"{len(failures)} of {total} inputs failed", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def fit_support(clf, source, bars, console, quiet: bool):
+    """Load or build the support set ``source`` names (with a progress bar) and fit ``clf`` on it."""
+    from icl_audio import support as store
+
+    bar = None if source.stored else bars.bar(len(source.items), "encoding support clips")
+    sset, report = store.open_support(source, clf.codec_model, clf.lm, cache=clf.cache, max_seconds=clf.max_seconds, progress=bar)
+    clf.fit_support(sset)
+    if report is not None and not quiet:
+        console.print(f"support: {len(sset)} clips, {len(sset.classes)} labels ({report.encoded} encoded, {report.reused} from cache)")
+        for path, why in report.skipped:
+            console.print(f"skipped support clip: {why}", markup=False)
+    return sset
+
+
+def open_classifier(audio: list[str], support: str, *, k: int, labels: str | None, model: str | None,
+                    codec: str | None, mode: str, normalize: str, calibrate: bool, balanced: bool,
+                    template: str | None, mask_eot: bool | None, max_context: int, device: str, int8: bool):
+    """Everything ``classify`` and ``prompt`` check before a model loads (one line each), then an
+    unloaded :class:`ICLClassifier` and the parsed ``--support``."""
+    from icl_audio.errors import ICLAudioError
+
+    if k < 0:
+        raise ICLAudioError(f"--k must be >= 0, got {k}")
+    _split_labels(labels)
+    check_inputs(audio)
+
+    from icl_audio import support as store
+    from icl_audio.classifier import ICLClassifier
+    from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
+    from icl_audio.errors import SupportSetError
+    from icl_audio.scoring import ScoringOptions
+
+    try:
+        source = store.parse_support_spec(support)
+    except store.NotBuiltError:
+        flags = (f" --model {model}" if model else "") + (f" --codec {codec}" if codec else "")
+        raise SupportSetError(
+            f"support set {support!r} is not built yet; build it once with: "
+            f"icl-audio support build {support} --dataset {support} --root /path/to/{support}{flags}"
+        ) from None
+    if source.stored:
+        # A stored set fixes the model and codec it was built with: its codes and embeddings only
+        # make sense with those.
+        for flag, given, built in (("--model", model, source.model), ("--codec", codec, source.codec)):
+            if given is not None and given != built:
+                raise SupportSetError(f"support set {support!r} was built with {flag} {built}; got {flag} {given}")
+        model, codec = source.model, source.codec
+    clf = ICLClassifier(  # checks every option (mode, template, device, ...) before loading anything
+        model=model or DEFAULT_LLM, codec=codec or DEFAULT_CODEC, k=k, scoring=ScoringOptions(mask_eot=mask_eot),
+        mode=mode, normalize=normalize, calibrate=calibrate, template=template, max_context=max_context,
+        balanced=balanced, device=device, int8=int8,
+    )
+    return clf, source
