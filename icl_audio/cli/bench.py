@@ -17,12 +17,19 @@ from icl_audio.recipes import RECIPES, get_recipe  # stdlib only: `icl-audio --h
 def speed(
     labels: int = typer.Option(50, "--labels", help="Number of candidate labels (ESC-50 has 50)."),
     k: int = typer.Option(4, "--k", help="Demonstrations in the prompt (250 audio tokens each)."),
+    mode: str = typer.Option("direct", "--mode", metavar="direct|channel", help="Scoring direction to time."),
+    reps: int = typer.Option(7, "--reps", metavar="N", help="Timed rounds (each a b b a, then one naive label)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Scorer speed at the real Llasa-1B shape (random weights): shared-prefix engine vs naive."""
+    """Scorer speed at the real Llasa-1B shape (random weights): the engine against the arithmetic floor and naive."""
     from icl_audio.bench.speed import run_speed_bench
+    from icl_audio.errors import ICLAudioError
 
-    result = run_speed_bench(labels=labels, k=k)
+    if mode not in ("direct", "channel"):
+        raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
+    if labels < 1 or k < 0 or reps < 1:
+        raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
+    result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode)
     if as_json:
         print(json.dumps(result))
     else:
