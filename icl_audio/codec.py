@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from icl_audio import features, paths
-from icl_audio.codec_debug import build_debug_codec, debug_config, ensure_debug_codec
+from icl_audio import features
+from icl_audio.codec_debug import build_debug_codec, debug_config, ensure_debug_codec  # noqa: F401 (public names)
 from icl_audio.constants import DEBUG_NAME, DEFAULT_CODEC, HOP, SAMPLE_RATE
 from icl_audio.codec_encode import EncodeOptions, encode_clips, torch_threads
 from icl_audio.errors import AudioError, ModelError
 from icl_audio.features import MIN_SAMPLES, acoustic_length, code_frames, n_codes
-from icl_audio.fsutil import atomic_write
-from icl_audio.hub import looks_like_path, quiet_transformers, resolve_device
+from icl_audio.hub import folder_revision, quiet_transformers, resolve_device, resolve_model  # noqa: F401 (folder_revision re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -294,28 +293,14 @@ def load_codec(
     Raises ModelError (one line) when the model cannot be found or loaded.
     """
     dev = resolve_device(device)
-    if name == DEBUG_NAME:
-        try:
-            folder = ensure_debug_codec()
-        except OSError as exc:
-            raise ModelError(f"could not build the debug codec in {str(paths.models_dir())!r}: {exc}") from exc
-        model = _from_pretrained(str(folder), revision=None, label="debug codec")
-        model_id, rev, identity = DEBUG_NAME, folder_revision(folder), DEBUG_NAME
-    else:
-        local = Path(name).expanduser()
-        if local.exists():
-            _check_folder(local)
-            model = _from_pretrained(str(local), revision=None, label=f"codec folder {str(local)!r}")
-            # The content hash identifies a folder's model: moving or copying it keeps cached codes valid.
-            model_id, rev, identity = str(local.resolve()), folder_revision(local), "local-folder"
-        elif looks_like_path(name):
-            raise ModelError(
-                f"codec folder {name!r} does not exist; pass --codec with a folder holding config.json "
-                "and model.safetensors, or a hub id"
-            )
-        else:
-            model = _from_hub(name, revision)
-            model_id, rev, identity = name, _hub_commit(name, revision), name
+    src = resolve_model(name, kind="codec", flag="--codec", debug_build=ensure_debug_codec, revision=revision)
+    if src.origin != "debug":
+        _check_folder(src.folder)
+    label = {"debug": "debug codec", "folder": f"codec folder {str(src.folder)!r}"}.get(src.origin, f"codec {name!r}")
+    model = _from_pretrained(str(src.folder), revision=None, label=label)
+    # A folder's content hash identifies its model: moving or copying it keeps cached codes valid.
+    identity = {"debug": DEBUG_NAME, "folder": "local-folder"}.get(src.origin, src.model_id)
+    model_id, rev = src.model_id, src.revision
     model = model.to(dev).eval()
     return Codec(model, model_id=model_id, revision=rev, device=dev, precision=precision,
                  max_seconds=max_seconds, crop=crop, identity=identity)
@@ -355,86 +340,3 @@ def _from_pretrained(source: str, *, revision: str | None, label: str, local_onl
     return model
 
 
-def _hub_commit(name: str, revision: str | None) -> str:
-    """The commit a hub model was loaded from: the name of its snapshot folder in the HF cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        path = try_to_load_from_cache(name, "config.json", revision=revision)
-    except (OSError, ValueError):
-        path = None
-    if isinstance(path, str):
-        return Path(path).parent.name
-    return revision or "unknown"
-
-
-def _from_hub(name: str, revision: str | None):
-    """A hub model from the local cache, or downloaded when the hub is reachable."""
-    from huggingface_hub import constants as hf_constants
-
-    cache = hf_constants.HF_HUB_CACHE
-    rev = f" (revision {revision})" if revision else ""
-    hint = (
-        f"codec {name!r}{rev} is not in the Hugging Face cache ({cache}) and cannot be downloaded here; "
-        f"run `huggingface-cli download {name}` on a connected machine and copy the cache, "
-        "or pass --codec /path/to/folder"
-    )
-    try:
-        return _from_pretrained(name, revision=revision, label=f"codec {name!r}", local_only=True)
-    except ModelError:
-        if hf_constants.HF_HUB_OFFLINE:
-            raise ModelError(hint + " (HF_HUB_OFFLINE is set)") from None
-    try:
-        return _from_pretrained(name, revision=revision, label=f"codec {name!r}", local_only=False)
-    except ModelError as exc:
-        raise ModelError(f"{hint} [{exc}]") from None
-
-
-def folder_revision(folder: Path) -> str:
-    """A content hash of a model folder (config and weight files), standing in for a hub commit.
-
-    Hashing gigabytes takes seconds, so results are remembered per (name, size, mtime) in
-    ``paths.models_dir()/folder-hashes.json``.
-    """
-    folder = Path(folder).resolve()
-    files = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and (p.suffix in {".safetensors", ".bin"} or p.name == "config.json")
-    )
-    stat_key = hashlib.sha256(
-        json.dumps([str(folder)] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]).encode()
-    ).hexdigest()
-    memo_path = paths.models_dir() / "folder-hashes.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-        if isinstance(memo, dict) and isinstance(memo.get(stat_key), str):
-            return memo[stat_key]
-    except (OSError, ValueError):
-        memo = {}
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.name.encode() + b"\0")
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-    value = "folder-" + digest.hexdigest()[:40]
-    if not isinstance(memo, dict):
-        memo = {}
-    memo[stat_key] = value
-    try:
-        atomic_write(memo_path, json.dumps(memo), durable=False)
-    except OSError:
-        pass  # only a speed-up
-    return value
-
-
-__all__ = [
-    "Codec",
-    "DEFAULT_MAX_SECONDS",
-    "build_debug_codec",
-    "debug_config",
-    "ensure_debug_codec",
-    "folder_revision",
-    "load_codec",
-    "resolve_device",
-]
