@@ -29,4 +29,4 @@ def test_templates_are_packaged():
     setuptools = _pyproject()["tool"]["setuptools"]
     assert setuptools["package-dir"]["icl_audio.prompts"] == "prompts"
     assert "*.toml" in setuptools["package-data"]["icl_audio.prompts"]
-    assert {"default.toml", "uniaudio.toml"} <= {p.name for p in (REPO / "prompts").glob("*.toml")}
+    assert {"llasa.toml", "uniaudio.toml"} <= {p.name for p in (REPO / "prompts").glob("*.toml")}

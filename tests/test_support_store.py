@@ -144,18 +144,18 @@ def test_support_spec_is_decided_before_any_model(tmp_path, monkeypatch):
     import soundfile as sf
 
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "pets" / "dog"
+    folder = tmp_path / "critters" / "dog"
     folder.mkdir(parents=True)
     sf.write(str(folder / "a.wav"), np.zeros(1600, np.float32), 16000)
-    src = store.parse_support_spec("pets")
+    src = store.parse_support_spec("critters")
     assert src.kind == "folder" and [it.path.name for it in src.items] == ["a.wav"]
-    store.save_support_set("pets", fake_set())
+    store.save_support_set("critters", fake_set())
     # A folder here and a stored set of the same name: refused, not guessed.
-    with pytest.raises(SupportSetError, match="ambiguous support 'pets'.*use ./pets for the folder"):
-        store.parse_support_spec("pets")
-    assert store.parse_support_spec("./pets").kind == "folder"
-    monkeypatch.chdir(tmp_path / "pets")
-    stored = store.parse_support_spec("pets")
+    with pytest.raises(SupportSetError, match="ambiguous support 'critters'.*use ./critters for the folder"):
+        store.parse_support_spec("critters")
+    assert store.parse_support_spec("./critters").kind == "folder"
+    monkeypatch.chdir(tmp_path / "critters")
+    stored = store.parse_support_spec("critters")
     assert stored.kind == "stored" and stored.items == ()
     with pytest.raises(store.NotBuiltError) as err:
         store.parse_support_spec("esc50")
