@@ -129,7 +129,7 @@ def templates_dir() -> Path:
         from importlib.resources import files
 
         folder = Path(str(files("icl_audio.prompts")))
-        if (folder / "default.toml").is_file():
+        if (folder / f"{DEFAULT_TEMPLATE}.toml").is_file():
             return folder
     except (ImportError, ModuleNotFoundError, TypeError):
         pass
