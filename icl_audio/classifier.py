@@ -386,7 +386,9 @@ class ICLClassifier:
             raise ICLAudioError(f"k must be an integer >= 0, got {k!r}")
         if on_error not in ("raise", "skip"):
             raise ICLAudioError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        scorer = self.scorer  # loads the LLM before the codec: a missing model fails before any decoding
+        # The LLM loads before the codec: a missing model fails before any decoding. Its one-time
+        # scoring state is set up now too, before the codec's first chunk (see Scorer.prepare).
+        scorer = self.scorer.prepare()
         for item in stream_codes(audios, self.codec_model, cache=self.cache, max_seconds=self.max_seconds,
                                  on_error=on_error, progress=progress):
             if item.codes is None:

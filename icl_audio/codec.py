@@ -30,7 +30,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # The encode path (encoder.py, and the fast acoustic branch it may use). Bump when it changes codes.
 ENCODER_VERSION = "2"
 # Clips per forward pass are bounded by total samples, so long clips come in small batches.
-DEFAULT_BATCH_SAMPLES = 8 * 10 * SAMPLE_RATE
+DEFAULT_BATCH_SAMPLES = 4 * 10 * SAMPLE_RATE
 MAX_WORKERS = 4  # CPU worker threads encoding clips side by side
 
 
@@ -57,12 +57,16 @@ class Codec:
         batch_samples: int = DEFAULT_BATCH_SAMPLES,
         identity: str | None = None,
         fast_acoustic: bool = True,
+        bounded_attention: bool = True,
     ) -> None:
         """Wrap a loaded ``Xcodec2Model`` (``load_codec`` is the usual way in). ``identity`` stands for
         the model in the fingerprint (default ``model_id``; "local-folder" for folders, whose
         ``revision`` is a content hash). ``fast_acoustic``: on CPU, run the acoustic branch through
         the block-matrix path of :mod:`icl_audio.hf_compat.xcodec2` once it has proven itself
-        against the plain module (False: always the plain module)."""
+        against the plain module (False: always the plain module). ``bounded_attention``: run the
+        semantic encoder's attention a block of rows at a time (:mod:`icl_audio.hf_compat.w2vbert`),
+        so that its memory does not grow with the square of the clip length, once it has proven
+        itself against the plain module (False: always the plain module)."""
         import torch
 
         if precision not in PRECISIONS:
@@ -85,6 +89,7 @@ class Codec:
         # Seconds per stage, summed over calls (and over worker threads: CPU-seconds, not wall time).
         self.stage_seconds: dict[str, float] = {"features": 0.0, "semantic": 0.0, "acoustic": 0.0, "quantize": 0.0}
         self._timer_lock = threading.Lock()
+        self._executors: dict[tuple[str, int], object] = {}  # see _executor
         semantic_dtype = torch.float32
         if self.precision == "bf16":
             semantic_dtype = torch.bfloat16
@@ -99,8 +104,16 @@ class Codec:
             from icl_audio.hf_compat.xcodec2 import fast_acoustic_encoder
 
             acoustic = fast_acoustic_encoder(model.acoustic_encoder)
+        semantic = None
+        # On every device: the plain attention's (T, T, 64) distance table and full score tensors
+        # are what sets the codec's peak memory (CPU RAM and GPU memory alike).
+        if bounded_attention:
+            from icl_audio.hf_compat.w2vbert import bounded_semantic_encoder
+
+            semantic = bounded_semantic_encoder(model.semantic_encoder)
         self._options = EncodeOptions(
             semantic_dtype=semantic_dtype,
+            semantic=semantic,
             acoustic_dtype=torch.bfloat16 if bf16_acoustic else torch.float32,
             acoustic=acoustic,
             strict_fp32=self.precision == "fp32",
@@ -178,8 +191,10 @@ class Codec:
         cores = max(1, torch.get_num_threads())
         batches = self._batches(prepared, workers)
 
+        branch_threads = workers == 1 and threads < cores
+
         def run(batch: list[int]) -> list[np.ndarray]:
-            return self.encode_batch([prepared[i] for i in batch], branch_threads=workers == 1 and threads < cores)
+            return self.encode_batch([prepared[i] for i in batch], branch_threads=branch_threads)
 
         def finish(batch: list[int], codes: list[np.ndarray]) -> None:
             for row, i in enumerate(batch):
@@ -189,18 +204,41 @@ class Codec:
             if progress is not None:
                 progress(len(batch))
 
-        with torch_threads(threads):
-            if workers == 1:
-                for batch in batches:
-                    finish(batch, run(batch))
-                return out  # type: ignore[return-value]
-            from concurrent.futures import ThreadPoolExecutor, as_completed
+        if self.device.type != "cpu":
+            for batch in batches:
+                finish(batch, run(batch))
+            return out  # type: ignore[return-value]
+        from concurrent.futures import as_completed
 
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="icl-codec") as pool:
-                futures = {pool.submit(run, batch): batch for batch in batches}
+        with torch_threads(threads):
+            pool = self._executor("icl-codec", workers)
+            futures = {pool.submit(run, batch): batch for batch in batches}
+            try:
                 for future in as_completed(futures):  # progress is reported from the caller's thread
                     finish(futures[future], future.result())
+            finally:
+                for future in futures:  # on an error (or Ctrl-C), do not leave batches running
+                    future.cancel()
         return out  # type: ignore[return-value]
+
+    def _executor(self, name: str, workers: int):
+        """This codec's own ``workers`` threads, created once and kept for its lifetime.
+
+        Why not a pool per call: glibc's malloc gives each thread an arena of its own and keeps
+        what it frees there (see :mod:`icl_audio.memory`). Threads made afresh for every call
+        inherit arenas used by other threads in other roles, so each arena creeps up to the largest
+        peak of every role it ever played, and peak memory grew with the number of calls (measured:
+        classify of 60 thirty-second files peaked 150-230 MB above 6 files). The same threads doing
+        the same work hold the same memory after the first batch, however many follow. Idle threads
+        exit when the codec is garbage-collected (``ThreadPoolExecutor`` holds them by weak reference).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        key = (name, workers)
+        pool = self._executors.get(key)
+        if pool is None:
+            pool = self._executors[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return pool
 
     def encode_batch(self, clips: Sequence[np.ndarray], *, branch_threads: bool = False) -> list[np.ndarray]:
         """Codes of prepared clips (``prepare``) that share ``features.code_frames``, in one forward
@@ -209,7 +247,7 @@ class Codec:
         if branch_threads:
             from dataclasses import replace
 
-            options = replace(options, branch_threads=True)
+            options = replace(options, branch_executor=self._executor("icl-codec-acoustic", 1))
         return encode_clips(self.model, clips, options, device=self.device, record=self._record)
 
     def _record(self, stage: str, seconds: float) -> None:

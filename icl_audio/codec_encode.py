@@ -6,7 +6,8 @@ convention Llasa's training codes were made with (see :mod:`icl_audio.features`)
 ``Xcodec2Model.encode`` does, so that each branch can run in its own precision and the acoustic
 branch through an optional replacement (the proven block-matrix CPU path of
 :mod:`icl_audio.hf_compat.xcodec2`). Only public submodules of ``Xcodec2Model`` are used:
-``semantic_encoder``, ``semantic_adapter``, ``acoustic_encoder``, ``fc_encoder``, ``quantizer``.
+``semantic_encoder``, ``semantic_adapter``, ``acoustic_encoder``, ``fc_encoder``, ``quantizer``;
+the semantic encoder may run through its memory-bounded attention (:mod:`icl_audio.hf_compat.w2vbert`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ StageRecorder = Callable[[str, float], None]
 @dataclass(frozen=True)
 class EncodeOptions:
     """How to run the branches. ``acoustic``: a callable replacing ``model.acoustic_encoder``
-    ((B, 1, samples) -> (B, hidden, frames)), None for the module itself. ``branch_threads``: run
-    the acoustic branch in a second thread while this one runs the semantic branch."""
+    ((B, 1, samples) -> (B, hidden, frames)), None for the module itself. ``semantic``: a callable
+    replacing ``model.semantic_encoder`` (features -> output with ``last_hidden_state``), None for
+    the module itself. ``branch_executor``: a ``concurrent.futures`` executor that runs the
+    acoustic branch while this thread runs the semantic branch (None: both on this thread)."""
 
     semantic_dtype: Any = None  # torch dtype; None = float32
     acoustic_dtype: Any = None  # torch dtype; None = float32 (bf16 runs under autocast)
     acoustic: Callable | None = None
-    branch_threads: bool = False
+    semantic: Callable | None = None
+    branch_executor: Any = None
     strict_fp32: bool = True  # on CUDA: no TF32 (cuDNN convolutions use it by default)
 
 
@@ -44,8 +48,8 @@ def batch_inputs(clips: Sequence[np.ndarray], device="cpu") -> tuple["torch.Tens
     """The two inputs of the encoder for clips that share ``code_frames``: filterbank features
     (B, T, 160) and the waveforms zero-padded or cut to T * 320 samples (B, T * 320), on ``device``.
 
-    ``clips``: float32 1-D arrays of at least 320 samples. Clips of equal length share one
-    filterbank call; a clip's features never depend on the other clips.
+    ``clips``: float32 1-D arrays of at least 320 samples. A clip's features never depend on the
+    other clips.
     """
     import torch
 
@@ -58,14 +62,10 @@ def batch_inputs(clips: Sequence[np.ndarray], device="cpu") -> tuple["torch.Tens
     for row, clip in enumerate(clips):
         kept = min(length, lengths[row])
         wave[row, :kept] = np.asarray(clip, dtype=np.float32)[:kept]
-    feats: list[Any] = [None] * len(clips)
-    by_length: dict[int, list[int]] = {}
-    for row, n in enumerate(lengths):
-        by_length.setdefault(n, []).append(row)
-    for n, rows in by_length.items():
-        group = torch.from_numpy(np.stack([np.asarray(clips[r], dtype=np.float32) for r in rows])).to(device)
-        for r, f in zip(rows, semantic_features(group)):
-            feats[r] = f
+    # One clip at a time: the filterbank's framed and complex intermediates are ~40x the clip's
+    # samples (85 MB for 30 s), so a batch computed at once would multiply the codec's peak memory.
+    feats = [semantic_features(torch.from_numpy(np.asarray(clip, dtype=np.float32)[None]).to(device))[0]
+             for clip in clips]
     return torch.stack(feats), torch.from_numpy(wave).to(device)
 
 
@@ -79,21 +79,19 @@ def encoder_states(model, features, wave, options: EncodeOptions = EncodeOptions
     semantic_dtype = options.semantic_dtype or torch.float32
     with torch.inference_mode(), faithful_cuda_math(wave.device, options.strict_fp32):
         t0 = time.perf_counter()
-        pending = pool = None
-        if options.branch_threads:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icl-codec-acoustic")
-            pending = pool.submit(_acoustic_branch, model, wave, options)
+        pending = None
+        if options.branch_executor is not None:
+            pending = options.branch_executor.submit(_acoustic_branch, model, wave, options)
         try:
-            semantic = model.semantic_encoder(features.to(semantic_dtype)).last_hidden_state
+            semantic_encoder = options.semantic or model.semantic_encoder
+            semantic = semantic_encoder(features.to(semantic_dtype)).last_hidden_state
             semantic = model.semantic_adapter(semantic.float().transpose(1, 2))
             sync(wave.device)
             t1 = time.perf_counter()
-            acoustic, acoustic_seconds = pending.result() if pending else _acoustic_branch(model, wave, options)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            # Wait for the branch even when this one failed: it reads ``wave``.
+            branch = pending.result() if pending is not None else None
+        acoustic, acoustic_seconds = branch or _acoustic_branch(model, wave, options)
         hidden = model.fc_encoder(torch.cat([semantic, acoustic], dim=1).transpose(1, 2))
     if record is not None:
         record("semantic", t1 - t0)

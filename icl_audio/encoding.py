@@ -12,7 +12,8 @@ decoded audio in memory, never the whole list (as lhotse's lazy manifests do):
       │
       ▼
     CodeCache.encode(codec, chunk) ──► yield Encoded(codes=...) for each, in input order
-      │  the chunk's decoded audio is dropped here, before the next chunk is read
+      │  the chunk's decoded audio is dropped here, before the next chunk is read; memory freed
+      │  by the codec is handed back before the caller's stage runs (icl_audio.memory)
       ▼
     next chunk
 
@@ -39,6 +40,7 @@ import numpy as np
 from icl_audio.audio import DEFAULT_MAX_SECONDS, AudioInput, Clip, describe, load_audio
 from icl_audio.constants import SAMPLE_RATE
 from icl_audio.errors import AudioError
+from icl_audio.memory import release_freed_memory
 
 if TYPE_CHECKING:
     from icl_audio.codec import Codec
@@ -145,6 +147,9 @@ def stream_codes(
         # -- encode it through the cache ----------------------------------------------------------
         done: list[Encoded] = failed
         if clips:
+            # The codec and the caller's stage (the scorer) take turns here: hand back what the
+            # other one freed, so that neither runs on top of the other's kept memory.
+            release_freed_memory()
             arrays = [clip.samples for _, clip in clips]
             if cache is not None:
                 result = cache.encode(codec, arrays, progress=progress)
@@ -158,6 +163,7 @@ def stream_codes(
             # Drop the decoded audio before the caller (and the next chunk) runs: only codes leave.
             del arrays, clips, codes, clip
             result = None
+            release_freed_memory()
         done.sort(key=lambda e: e.index)
         yield from done
 

@@ -421,7 +421,8 @@ def verified_path(model: Any) -> str:
 
     Checked once per model object on a probe of a few tokens: final hidden states at the head rows
     must agree with the plain path (relative error 1e-4 in fp32, 3e-2 in bf16/fp16). A path that fails
-    or raises is skipped with one warning line naming the reason.
+    or raises is skipped with one warning line naming the reason. The first call also runs the fp32
+    head once, so that scoring's one-time state exists from then on.
     """
     import torch
 
@@ -449,6 +450,11 @@ def verified_path(model: Any) -> str:
                 why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("icl-audio: the %s scoring path is unavailable with transformers on this model (%s); "
                         "using a slower exact path", name, why)
+        # The head once, on one row: its first call sets up state that lives as long as the process
+        # (oneDNN's scratchpad for the vocabulary-slice matmuls: ~46 MB with the debug model). Made
+        # here, before any clip is encoded, the peak memory of a job does not depend on whether the
+        # codec runs before or after the first score (see icl_audio.memory).
+        token_logprobs(hf, ref[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
     _VERIFIED[hf] = chosen
     return chosen
 

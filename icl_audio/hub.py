@@ -1,6 +1,6 @@
 """Where models come from: the torch device; one resolver that turns a model name (hub id, alias,
 local folder or "debug") into a local folder, the id to report and a revision; quiet transformers
-loading; and the process's CPU allocator setting.
+loading.
 
 Shared by the codec and the LLM loaders, so that `--device`, `--model` and `--codec` read their
 values by the same rules, fail with the same one-line messages, and mean the same by "revision".
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -248,36 +247,3 @@ class quiet_transformers:
         if self.bars:
             hf_logging.enable_progress_bar()
         return False
-
-
-# glibc's mallopt parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
-
-    A CPU forward pass allocates and frees hundreds of tensors of megabytes. By default glibc maps
-    each large one fresh from the OS and unmaps it when freed, so every pass page-faults its whole
-    working set in again: measured at the Llasa-1B shape, 240,000-320,000 page faults and 0.6-0.8 s
-    of kernel time per 1,300-token forward (about 10% of it), for the codec too. With large blocks
-    kept on the heap there are none. Peak memory is unchanged; memory freed after the peak stays
-    with the process until it exits. Called by the CLI; API users may call it once at start-up.
-    Only on Linux with glibc; ``ICL_AUDIO_MALLOC=system`` leaves the allocator alone. Returns
-    whether the setting took effect.
-    """
-    if sys.platform != "linux" or os.environ.get("ICL_AUDIO_MALLOC", "").strip().lower() == "system":
-        return False
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # another C library (musl): nothing to tune
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    # Largest values glibc accepts on 64-bit: blocks below 32 MB come from the heap (the largest
-    # activations of a 1,300-token Llasa pass are ~22 MB), and the heap top is never trimmed.
-    mmap_ok = mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1
-    trim_ok = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    return mmap_ok and trim_ok

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from icl_audio.engine import Target, loglikelihood, loglikelihood_naive, make_plan
+from icl_audio.engine import Target, loglikelihood, loglikelihood_naive, make_plan, verified_path
 from icl_audio.errors import ICLAudioError, SupportSetError
 from icl_audio.prompt import DEFAULT_TEMPLATE, MODES, Demo, PromptBuilder
 
@@ -145,6 +145,13 @@ class Scorer:
         self.options = options
         self.builder = PromptBuilder(lm, options.template, mask_eot=options.mask_eot)
         self._priors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def prepare(self) -> "Scorer":
+        """Verify the engine's fast paths on this model and run its fp32 head once, now rather than
+        at the first score (once per model; :func:`icl_audio.engine.verified_path`). Jobs that
+        interleave encoding and scoring call it before encoding anything. Returns ``self``."""
+        verified_path(self.lm)
+        return self
 
     def _normalised(self, raw: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sums = np.array([s for s, _ in raw], dtype=np.float64)

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import tone, write_wav
 from fixtures_datasets import make_esc50_tree
-from icl_audio.bench.arch import BenchConfig, run_bench
+from icl_audio.bench.arch import run_bench
+from icl_audio.bench.config import BenchConfig
 from icl_audio.bench.clap import CLAP_TEMPLATE, ClapZeroShot
 from icl_audio.cli import main
 from icl_audio.errors import ModelError

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from fixtures_datasets import make_esc50_tree, write_clip
-from icl_audio.bench.arch import BenchConfig, run_bench
+from icl_audio.bench.arch import run_bench
+from icl_audio.bench.config import BenchConfig
 from icl_audio.recipes import RECIPES
 
 TOKENS_PER_SECOND = 50  # XCodec2 (and the debug codec): 50 codes per second of 16 kHz audio

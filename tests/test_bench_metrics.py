@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from icl_audio.bench import baselines
-from icl_audio.bench.arch import BenchError, RunSpec, parse_choices, parse_ks, parse_units, plan_runs, subsample
+from icl_audio.bench.config import BenchError, parse_choices, parse_ks, parse_units
 from icl_audio.bench.metrics import (
     accuracy,
     average_precision,
@@ -17,6 +17,7 @@ from icl_audio.bench.metrics import (
     mean_average_precision,
     mean_std,
 )
+from icl_audio.bench.plan import RunSpec, plan_runs, subsample
 
 
 def test_accuracy_and_macro_f1_by_hand():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fixtures_datasets import make_esc50_tree, make_fsd50k_tree
-from icl_audio.bench.arch import BenchConfig, run_bench
+from icl_audio.bench.arch import run_bench
+from icl_audio.bench.config import BenchConfig
 from icl_audio.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import importlib.util
 from pathlib import Path
 
@@ -343,43 +342,3 @@ _texts = st.lists(st.one_of(st.text(max_size=12), st.sampled_from(MARKUP_STRINGS
 @given(text=_texts)
 def test_text_ids_property(debug_lm, text):
     _check_plain(debug_lm, text)
-
-
-def test_keep_freed_memory(monkeypatch):
-    """The CLI's allocator setting: on Linux with glibc, freed blocks stay with the process, so a
-    pass that allocates and frees the same working set again faults no pages in (glibc's default
-    trims the freed heap and faults it all in again: ~18,000 faults here); ICL_AUDIO_MALLOC=system opts out."""
-    import subprocess
-    import sys
-
-    from icl_audio.hub import keep_freed_memory
-
-    monkeypatch.setenv("ICL_AUDIO_MALLOC", "system")
-    assert keep_freed_memory() is False
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc's malloc only")
-    script = (
-        "import resource, sys, numpy as np\n"
-        "from icl_audio.hub import keep_freed_memory\n"
-        "tuned = keep_freed_memory()\n"
-        "def work():\n"
-        "    blocks = [np.ones(1 << 20) for _ in range(6)]  # six 8 MB blocks, then all freed\n"
-        "work()\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(5):\n"
-        "    work()\n"
-        "print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    )
-
-    def faults(env_value):
-        env = {k: v for k, v in os.environ.items() if k != "ICL_AUDIO_MALLOC"}
-        if env_value:
-            env["ICL_AUDIO_MALLOC"] = env_value
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-        tuned, n = out.stdout.split()
-        return tuned == "True", int(n)
-
-    tuned, n_tuned = faults(None)
-    untuned, n_default = faults("system")
-    assert tuned and not untuned
-    assert n_tuned < 1000 < n_default  # 5 rounds x 48 MB = 61,440 pages if all were faulted in

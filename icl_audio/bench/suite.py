@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from icl_audio.bench import report
-from icl_audio.bench.arch import BenchConfig, BenchError, run_bench, validate
+from icl_audio.bench.arch import run_bench
+from icl_audio.bench.config import BenchConfig, BenchError, validate
 from icl_audio.fsutil import atomic_write
 
 if sys.version_info >= (3, 11):

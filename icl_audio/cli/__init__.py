@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     _plain_warnings()
     if not debug:
         quiet_third_parties()
-    from icl_audio.hub import keep_freed_memory
+    from icl_audio.memory import keep_freed_memory
 
     keep_freed_memory()  # ~10% faster CPU passes: no page faults on every large tensor
     try:

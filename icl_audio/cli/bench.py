@@ -59,7 +59,7 @@ def codec(
 # ---------------------------------------------------------------------------------------------
 # The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
 
-# Kept in step with icl_audio.bench.arch (DEFAULT_METHODS, METHODS), which imports numpy and so is not imported here.
+# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS), which imports numpy (through bench.clap) and so is not imported here.
 ALL_METHODS = "icl,knn,linear-probe,majority,random-label,icl-random-demos"
 OPTIONAL_METHODS = "clap-zero-shot"
 
@@ -90,7 +90,8 @@ def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Opt
                       protocol: Optional[str], as_json: bool, quiet: bool, clip_seconds: Optional[float] = None,
                       clap_model: Optional[str] = None, probe_epochs: int = 200) -> None:
     """Run one dataset's bench (torchrun-aware) and print its summary (rank 0 only)."""
-    from icl_audio.bench.arch import BenchConfig, run_bench
+    from icl_audio.bench.arch import run_bench
+    from icl_audio.bench.config import BenchConfig
     from icl_audio.bench.distributed import from_env
     from icl_audio.bench.report import jsonable, print_summary
     from icl_audio.cli.render import ProgressBars, stderr_console
