@@ -29,7 +29,9 @@ CROP_POLICIES = ("center", "head")
 PRECISIONS = ("auto", "fp32", "bf16")
 # The encode path (encoder.py, and the fast acoustic branch it may use). Bump when it changes codes.
 ENCODER_VERSION = "2"
-# Clips per forward pass are bounded by total samples, so long clips come in small batches.
+# Clips per forward pass are bounded by total samples, so long clips come in small batches: 40 s
+# holds one 30 s clip (80 s held two, and each worker's peak grew by ~100 MB for no gain in speed on
+# CPU, where a batch is a loop over the same kernels).
 DEFAULT_BATCH_SAMPLES = 4 * 10 * SAMPLE_RATE
 MAX_WORKERS = 4  # CPU worker threads encoding clips side by side
 

@@ -12,8 +12,8 @@ decoded audio in memory, never the whole list (as lhotse's lazy manifests do):
       │
       ▼
     CodeCache.encode(codec, chunk) ──► yield Encoded(codes=...) for each, in input order
-      │  the chunk's decoded audio is dropped here, before the next chunk is read; memory freed
-      │  by the codec is handed back before the caller's stage runs (icl_audio.memory)
+      │  the chunk's decoded audio is dropped here, before the next chunk is read; memory kept
+      │  by the caller's stage is handed back before the codec runs (icl_audio.memory)
       ▼
     next chunk
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from icl_audio.codecache import CodeCache
 
 # A chunk is at most this many clips and this much decoded audio (whichever comes first; always
-# at least one clip). 160 s is 10 MB of float32 samples and two of the codec's 80 s batches (which
+# at least one clip). 160 s is 10 MB of float32 samples and four of the codec's 40 s batches (which
 # it splits further to keep every worker busy): enough to fill its length buckets, small enough
 # that 6 thirty-second files and 10,000 of them are encoded in chunks of the same shape.
 CHUNK_CLIPS = 64
@@ -148,7 +148,9 @@ def stream_codes(
         done: list[Encoded] = failed
         if clips:
             # The codec and the caller's stage (the scorer) take turns here: hand back what the
-            # other one freed, so that neither runs on top of the other's kept memory.
+            # caller's stage kept, so the codec does not run on top of it. The codec's own memory
+            # stays with its worker threads, which reuse it chunk after chunk (releasing it too made
+            # the peak vary by ~50 MB from chunk to chunk as the workers faulted it in again).
             release_freed_memory()
             arrays = [clip.samples for _, clip in clips]
             if cache is not None:
@@ -163,7 +165,6 @@ def stream_codes(
             # Drop the decoded audio before the caller (and the next chunk) runs: only codes leave.
             del arrays, clips, codes, clip
             result = None
-            release_freed_memory()
         done.sort(key=lambda e: e.index)
         yield from done
 

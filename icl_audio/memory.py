@@ -4,12 +4,12 @@ Two settings, both no-ops outside Linux/glibc and with ``ICL_AUDIO_MALLOC=system
 
 * :func:`keep_freed_memory` (once, at start-up): freed blocks stay with the process, so the many
   large tensors of a forward pass are reused instead of page-faulted in again every pass.
-* :func:`release_freed_memory` (at a change of stage): what one stage freed is handed back before
-  the next stage runs. The codec (in its worker threads, each with its own malloc arena) and the
-  scorer (in the calling thread) take turns on every chunk of inputs; memory kept by one cannot be
-  reused by the other, so without the release each stage would run on top of the other's kept
-  memory and the peak would depend on how many turns a job takes (measured: classify of 60
-  thirty-second files peaked ~60 MB above 6 files; with the release, the same).
+* :func:`release_freed_memory` (at a change of stage): what the scorer kept is handed back before
+  the codec encodes the next chunk. The codec (in its own worker threads, each with its own malloc
+  arena, kept for the codec's lifetime) and the scorer (in the calling thread) take turns on every
+  chunk of inputs, and memory kept by one cannot be reused by the other. The codec's workers keep
+  theirs (they reuse it chunk after chunk; releasing it too made the peak vary by ~50 MB between
+  chunks as they faulted it in again).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> bool:
     """Hand memory that malloc holds free (in every thread's arena) back to the OS: ``malloc_trim(0)``.
 
-    Called by :func:`icl_audio.encoding.stream_codes` before and after each chunk's encoding, where
-    the codec and the scorer take turns. Costs a few milliseconds, and the next stage page-faults
-    its working set in once (not once per pass). Returns whether anything was released.
+    Called by :func:`icl_audio.encoding.stream_codes` before each chunk's encoding, where the codec
+    takes its turn after the scorer. Costs a few milliseconds, and the scorer page-faults its working
+    set in once per chunk (not once per pass). Returns whether anything was released.
     """
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False

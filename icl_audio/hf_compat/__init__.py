@@ -11,6 +11,8 @@ Modules:
   layer's parts (the scorer's packed pass and its pruned last layer).
 * :mod:`icl_audio.hf_compat.xcodec2`: ``Xcodec2Model``'s submodules (the codec's branch-split encode
   and its block-matrix activations on CPU).
+* :mod:`icl_audio.hf_compat.w2vbert`: ``Wav2Vec2BertSelfAttention``'s parts (the codec's semantic
+  encoder run with memory-bounded attention).
 
 Contact points and the versions tested are listed in each module's docstring.
 """
