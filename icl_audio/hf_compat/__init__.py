@@ -16,3 +16,15 @@ Modules:
 
 Contact points and the versions tested are listed in each module's docstring.
 """
+
+
+def proven_once(module, memo: str, prove):
+    """``prove(module)`` (a fast path, or ``module`` itself after one warning) on the first call for
+    ``module``; the same answer afterwards, without warning again. The verdict is kept on the module
+    under the attribute ``memo``, so it is dropped with the model."""
+    kept = module.__dict__.get(memo)
+    if kept is not None:
+        return kept if kept is not False else module
+    chosen = prove(module)
+    module.__dict__[memo] = chosen if chosen is not module else False
+    return chosen

@@ -62,12 +62,9 @@ def bounded_semantic_encoder(semantic_encoder):
     """The semantic encoder to run for ``semantic_encoder`` (a ``Wav2Vec2BertModel``): a shallow copy
     with memory-bounded attention when it matches the module on a probe, else the module itself
     with one warning. Proven once per module; later calls return the same object."""
-    memo = semantic_encoder.__dict__.get(_MEMO)
-    if memo is not None:
-        return memo if memo is not False else semantic_encoder
-    chosen = prove(semantic_encoder)
-    semantic_encoder.__dict__[_MEMO] = chosen if chosen is not semantic_encoder else False
-    return chosen
+    from icl_audio.hf_compat import proven_once
+
+    return proven_once(semantic_encoder, _MEMO, prove)
 
 
 def prove(semantic_encoder, *, block_rows: int | None = _PROBE_BLOCK_ROWS):

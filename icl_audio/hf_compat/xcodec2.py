@@ -68,12 +68,9 @@ def fast_acoustic_encoder(encoder):
     without warning again). The weights are read at build time: a model whose acoustic weights
     change afterwards must not reuse it.
     """
-    memo = encoder.__dict__.get(_MEMO)
-    if memo is not None:
-        return memo if memo is not False else encoder
-    chosen = prove(encoder)
-    encoder.__dict__[_MEMO] = chosen if chosen is not encoder else False
-    return chosen
+    from icl_audio.hf_compat import proven_once
+
+    return proven_once(encoder, _MEMO, prove)
 
 
 def prove(encoder):
