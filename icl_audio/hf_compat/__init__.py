@@ -28,3 +28,19 @@ def proven_once(module, memo: str, prove):
     chosen = prove(module)
     module.__dict__[memo] = chosen if chosen is not module else False
     return chosen
+
+
+def warn_fallback(what: str, exc: BaseException, consequence: str) -> None:
+    """The one warning line of a fast path that could not be used: ``what`` was not used with this
+    transformers release (the exception's first line), and the plain module runs (``consequence``)."""
+    import warnings
+
+    import transformers
+
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    warnings.warn(
+        f"icl-audio: {what} not used with transformers {transformers.__version__} "
+        f"({type(exc).__name__}: {reason}); using the plain module ({consequence})",
+        RuntimeWarning,
+        stacklevel=4,
+    )

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 
 import torch
 
@@ -90,15 +89,9 @@ def prove(semantic_encoder, *, block_rows: int | None = _PROBE_BLOCK_ROWS):
         if not diff <= tolerance:  # also catches NaN
             raise ValueError(f"differs from the module by {diff:.2e} (relative)")
     except Exception as exc:  # noqa: BLE001 - any failure: stay correct, use more memory
-        import transformers
+        from icl_audio.hf_compat import warn_fallback
 
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        warnings.warn(
-            f"icl-audio: memory-bounded semantic attention not used with transformers {transformers.__version__} "
-            f"({type(exc).__name__}: {reason}); using the plain module (more memory, same codes)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_fallback("memory-bounded semantic attention", exc, "more memory, same codes")
         return semantic_encoder
     return bounded
 

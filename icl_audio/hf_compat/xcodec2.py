@@ -39,7 +39,6 @@ Tested with transformers 5.25.0 (and 5.13.0, the first release with ``Xcodec2Mod
 from __future__ import annotations
 
 import logging
-import warnings
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +91,9 @@ def prove(encoder):
         if not diff <= _PROBE_TOLERANCE:  # also catches NaN
             raise ValueError(f"differs from the module by {diff:.2e} (relative)")
     except Exception as exc:  # noqa: BLE001 - any failure: stay correct, lose speed
-        import transformers
+        from icl_audio.hf_compat import warn_fallback
 
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        warnings.warn(
-            f"icl-audio: fast CPU acoustic encoder not used with transformers {transformers.__version__} "
-            f"({type(exc).__name__}: {reason}); using the plain module (slower, same codes)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_fallback("fast CPU acoustic encoder", exc, "slower, same codes")
         return encoder
     return fast
 
