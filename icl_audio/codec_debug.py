@@ -3,9 +3,6 @@ deterministically and saved with ``save_pretrained`` so it loads through the sam
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,51 +101,17 @@ def build_debug_codec(folder: Path) -> Path:
     folder.mkdir(parents=True)
     with quiet_transformers():
         model.save_pretrained(folder)
-    (folder / _DEBUG_MARKER).write_text(json.dumps({"version": DEBUG_BUILD_VERSION}))
     return folder
 
 
-def _debug_valid(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _DEBUG_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("version") == DEBUG_BUILD_VERSION
-        and (folder / "config.json").is_file()
-        and (folder / "model.safetensors").is_file()
-    )
-
-
 def ensure_debug_codec(root: Path | None = None) -> Path:
-    """The debug codec's folder under ``root`` (default ``paths.models_dir()``), built if missing or stale.
-
-    Safe with concurrent callers: each builds in its own temporary folder and renames it into place;
-    a loser of the race discards its build and uses the winner's.
-    """
-    import tempfile
+    """The debug codec's folder under ``root`` (default ``paths.models_dir()``), built if missing or stale
+    (through :func:`icl_audio.fsutil.build_once`, safe with concurrent callers)."""
+    from icl_audio.fsutil import build_once
 
     root = Path(root) if root is not None else paths.models_dir()
-    final = root / DEBUG_FOLDER
-    if _debug_valid(final):
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{DEBUG_FOLDER}.build-"))
     try:
-        build_debug_codec(tmp / "model")
-        if final.exists() and not _debug_valid(final):
-            stale = Path(tempfile.mkdtemp(dir=root, prefix=f".{DEBUG_FOLDER}.stale-"))
-            try:
-                os.replace(final, stale / "old")
-            except OSError:
-                pass  # someone else moved it first
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp / "model", final)
-        except OSError:
-            if not _debug_valid(final):
-                raise ModelError(f"could not create the debug codec in {str(final)!r}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        return build_once(root / DEBUG_FOLDER, build_debug_codec, marker=_DEBUG_MARKER,
+                          stamp={"version": DEBUG_BUILD_VERSION}, required=("config.json", "model.safetensors"))
+    except OSError as exc:
+        raise ModelError(f"could not create the debug codec in {str(root / DEBUG_FOLDER)!r}: {exc}") from None

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -330,14 +327,7 @@ def _debug_marker() -> dict:
             "tokenizer_version": TOKENIZER_VERSION, "transformers": transformers.__version__}
 
 
-def _debug_valid(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _DEBUG_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    needed = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-    return (isinstance(marker, dict) and marker.get("version") == _DEBUG_BUILD_VERSION
-            and all((folder / n).is_file() for n in needed))
+_DEBUG_REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def ensure_debug_model() -> Path:
@@ -345,41 +335,25 @@ def ensure_debug_model() -> Path:
 
     A random Llama (hidden 64, 2 layers, 4 heads, 2 key/value heads, tied embeddings) with Llasa's exact
     tokenizer (193,800 tokens, :mod:`icl_audio.tokenizer`); seeded, so two builds are byte-identical.
-    Written to a temporary folder and renamed into place, so a crashed or concurrent build never leaves
-    a half-written model behind. Loaded by :func:`load_lm` like any model folder.
+    Built through :func:`icl_audio.fsutil.build_once` (a crashed or concurrent build never leaves a
+    half-written model behind). Loaded by :func:`load_lm` like any model folder.
     """
     import torch
 
-    from icl_audio.fsutil import atomic_write
+    from icl_audio.fsutil import build_once
     from icl_audio.tokenizer import copy_tokenizer_files, load_tokenizer
 
-    root = paths.models_dir()
-    target = root / _DEBUG_DIRNAME
-    if _debug_valid(target):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer()  # builds the cached tokenizer first when needed
-    tmp = Path(tempfile.mkdtemp(prefix=".debug-llasa-", dir=root))
-    try:
+    def build(folder: Path) -> None:
+        tokenizer = load_tokenizer()  # builds the cached tokenizer first when needed
         config = llasa_config(tokenizer, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                               intermediate_size=128)
         model = _random_model(config, seed=_DEBUG_SEED, dtype=torch.float32)
         with quiet_transformers():
-            model.save_pretrained(tmp)
-        copy_tokenizer_files(tmp)
-        atomic_write(tmp / _DEBUG_MARKER, json.dumps(_debug_marker(), sort_keys=True))  # last: marks it whole
-        if target.exists() and not _debug_valid(target):
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process finished first (target now exists): use its build, drop ours.
-            if not _debug_valid(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            model.save_pretrained(folder)
+        copy_tokenizer_files(folder)
+
+    return build_once(paths.models_dir() / _DEBUG_DIRNAME, build, marker=_DEBUG_MARKER, stamp=_debug_marker(),
+                      required=_DEBUG_REQUIRED)
 
 
 # --------------------------------------------------------------------------------------------

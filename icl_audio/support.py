@@ -204,7 +204,7 @@ def build_support_set(
     A file that cannot be read is skipped and reported; the rest go on.
     """
     return encode_support(
-        (item.path for item in items), [tuple(item.labels) for item in items], codec, lm,
+        (item.audio for item in items), [tuple(item.labels) for item in items], codec, lm,
         cache=cache, multi_label=multi_label, meta=meta, progress=progress, max_seconds=max_seconds,
     )
 

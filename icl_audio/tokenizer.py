@@ -25,17 +25,13 @@ import base64
 import binascii
 import importlib.metadata
 import importlib.util
-import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from icl_audio import paths
 from icl_audio.constants import LLASA_SPECIAL_TOKENS, speech_token
 from icl_audio.errors import ModelError
-from icl_audio.fsutil import atomic_write
 
 # Llama-3's pre-tokenizer split pattern (llama_models/llama3/tokenizer.py, ``Tokenizer.pat_str``).
 LLAMA3_PATTERN = (
@@ -164,43 +160,18 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _valid(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(marker, dict) and marker.get("version") == TOKENIZER_VERSION
-            and all((folder / name).is_file() for name in _FILES))
-
-
 def ensure_tokenizer() -> Path:
-    """The folder holding Llasa's tokenizer files, built first when missing or from an older version.
+    """The folder holding Llasa's tokenizer files, built first when missing or from an older version
+    (through :func:`icl_audio.fsutil.build_once`: a crash or a concurrent build never leaves a
+    half-written tokenizer, and two processes building at once both end with a valid one)."""
+    from icl_audio.fsutil import build_once
 
-    Built in a temporary folder beside it and renamed into place: a crash or a concurrent build never
-    leaves a half-written tokenizer, and two processes building at once both end with a valid one.
-    """
     root = paths.models_dir()
-    target = root / _DIRNAME
-    if _valid(target):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_DIRNAME}-", dir=root))
     try:
-        build_tokenizer().save_pretrained(str(tmp))
-        atomic_write(tmp / _MARKER, json.dumps(_marker(), sort_keys=True))  # written last: marks it whole
-        if target.exists() and not _valid(target):
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _valid(target):  # not another process's finished build: a real failure
-                raise
+        return build_once(root / _DIRNAME, lambda folder: build_tokenizer().save_pretrained(str(folder)),
+                          marker=_MARKER, stamp=_marker(), required=_FILES)
     except OSError as exc:
         raise ModelError(f"could not write Llasa's tokenizer into {root}: {exc}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def copy_tokenizer_files(folder: Path) -> None:

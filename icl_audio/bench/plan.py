@@ -63,8 +63,8 @@ def subsample(queries: Sequence["Item"], limit: int | None, seed: int) -> list["
         return list(queries)
     from icl_audio.recipes import seeded_order
 
-    chosen = set(seeded_order([str(it.path) for it in queries], seed)[:limit])
-    return [it for it in queries if str(it.path) in chosen]
+    chosen = set(seeded_order([it.key for it in queries], seed)[:limit])
+    return [it for it in queries if it.key in chosen]
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def run_fingerprint(run: RunSpec, support_name: str, seed: int, max_seconds: flo
 def support_set_name(dataset: str, unit: int | str, root: Path, model: str, codec: str, items: Sequence["Item"],
                      max_seconds: float | None = None) -> str:
     """``bench-<dataset>-<unit>-<hash>``: the hash covers root, model, codec, clip length and the support items."""
-    parts: list[Any] = [str(root), model, codec, [[str(it.path), list(it.labels)] for it in items]]
+    parts: list[Any] = [str(root), model, codec, [[it.key, list(it.labels)] for it in items]]
     if max_seconds is not None:
         parts.append(float(max_seconds))
     payload = json.dumps(parts, ensure_ascii=False)
@@ -157,7 +157,7 @@ class Unit:
 
     def missing(self, position: int) -> list[RunSpec]:
         """The runs that still lack a prediction for the query at ``position``."""
-        key = str(self.queries[position].path)
+        key = self.queries[position].key
         return [r for r in self.runs if key not in self.done.get(r.name, {})]
 
     def pending(self, dist: Dist | None = None) -> list[int]:

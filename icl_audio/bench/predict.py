@@ -116,7 +116,7 @@ class _Engine:
         errors: dict[int, str] = {}
         bar = progress_factory(len(positions), f"encoding {unit_label(unit.unit)} queries") if progress_factory else None
         with _quiet_crops():
-            for enc in stream_codes((unit.queries[p].path for p in positions), encoder.codec_model, cache=encoder.cache,
+            for enc in stream_codes((unit.queries[p].audio for p in positions), encoder.codec_model, cache=encoder.cache,
                                     max_seconds=self.max_seconds, progress=bar):
                 if enc.codes is None:
                     errors[positions[enc.index]] = str(enc.error)
@@ -136,7 +136,7 @@ class _Engine:
         try:
             for p in positions:
                 item = unit.queries[p]
-                key = str(item.path)
+                key = item.key
                 for run in unit.missing(p):
                     started = time.perf_counter()
                     line: dict[str, Any] = {"fp": unit.fps[run.name], "i": p, "query": key, "truth": list(item.labels)}
@@ -177,7 +177,7 @@ class _Engine:
         clap = self.clap()
         bar = progress_factory(len(todo), f"CLAP {unit_label(unit.unit)}") if progress_factory else None
         out: dict[int, dict[str, Any]] = {}
-        for p, result in zip(todo, clap.rank_files([unit.queries[p].path for p in todo], candidates,
+        for p, result in zip(todo, clap.rank_files([unit.queries[p].audio for p in todo], candidates,
                                                    max_seconds=self.max_seconds, multi_label=multi_label, progress=bar)):
             out[p] = {"error": result} if isinstance(result, str) else {"ranked": _round_ranked(result), "demonstrations": []}
         return out

@@ -77,9 +77,9 @@ def merge_run(out: Path, unit: Unit, run: RunSpec) -> list[dict]:
                 found.setdefault(line["query"], line)
     lines = []
     for position, item in enumerate(unit.queries):
-        line = found.get(str(item.path))
+        line = found.get(item.key)
         if line is None:
-            raise BenchError(f"{run.name}: no prediction for {item.path} (a process stopped early? re-run the same command to resume)")
+            raise BenchError(f"{run.name}: no prediction for {item.key} (a process stopped early? re-run the same command to resume)")
         # Truth from the current metadata: a relabelled query is then scored against its new label.
         lines.append({**line, "i": position, "truth": list(item.labels)})
     atomic_write(files[0], "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))

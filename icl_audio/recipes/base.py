@@ -47,6 +47,17 @@ class Item:
         """The first (for single-label data: the only) readable label."""
         return self.labels[0]
 
+    @property
+    def key(self) -> str:
+        """The stable reference that names this clip wherever one is stored: support sets, prediction
+        files, episode files, seeded subsamples. For a file, its path."""
+        return str(self.path)
+
+    @property
+    def audio(self):
+        """What to hand to :func:`icl_audio.audio.load_audio` (and so to ``stream_codes``) for this clip."""
+        return self.path
+
 
 @dataclass(frozen=True)
 class Recipe:
