@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import signal
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ def session_models(debug_lm, debug_codec) -> Path:
     """The session cache root's ``models/`` folder, holding the tokenizer and both debug builds."""
     from icl_audio.tokenizer import ensure_tokenizer
 
-    ensure_tokenizer()  # built by the debug LLM's build already; named here as seeding relies on it
+    ensure_tokenizer()  # made by the debug LLM's build; asked for here because seeding copies it
     models = session_home() / "models"
     assert all((models / name).is_dir() for name in (TOKENIZER_DIR, DEBUG_LLM_DIR, DEBUG_CODEC_DIR))
     return models

@@ -229,7 +229,7 @@ def test_a_long_path_is_printed_whole_on_one_line(cli, support_folder, tmp_path)
     deep = tmp_path / ("a_rather_long_folder_name_" * 3) / ("and_a_long_clip_file_name_" * 3 + "end.wav")
     write_wav(deep, tone(120, 0.4))
     out = cli("classify", str(deep), "--support", str(support_folder), "--k", "1", "--model", "debug", "--codec", "debug", "--quiet",
-                  env={"COLUMNS": "60"})
+              env={"COLUMNS": "60"})
     assert out.returncode == 0, out.stderr
     assert len(str(deep)) > 60
     assert str(deep) in out.stdout.splitlines()
