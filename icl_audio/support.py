@@ -359,13 +359,17 @@ def remove_support_set(name: str) -> None:
 
 def _current_data(name: str, folder: Path) -> Path:
     pointer = folder / "current"
-    if not pointer.is_file():
-        raise NoSuchSetError(name)
-    data_name = pointer.read_text(encoding="utf-8", errors="replace").strip()
-    data = folder / data_name
-    if not data_name.startswith("data-") or "/" in data_name or not data.is_dir():
-        raise DamagedSetError(name, "its 'current' pointer names no data folder")
-    return data
+    for attempt in range(3):
+        if not pointer.is_file():
+            raise NoSuchSetError(name)
+        data_name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        data = folder / data_name
+        if data_name.startswith("data-") and "/" not in data_name and data.is_dir():
+            return data
+        # A writer may have moved `current` on and removed the folder it named since we read it.
+        if attempt == 2 or pointer.read_text(encoding="utf-8", errors="replace").strip() == data_name:
+            break
+    raise DamagedSetError(name, "its 'current' pointer names no data folder")
 
 
 def _load_manifest(name: str, data: Path) -> dict[str, Any]:

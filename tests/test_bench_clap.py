@@ -13,7 +13,6 @@ from fixtures_datasets import make_esc50_tree
 from icl_audio.bench.arch import run_bench
 from icl_audio.bench.config import BenchConfig
 from icl_audio.bench.clap import CLAP_TEMPLATE, ClapZeroShot
-from icl_audio.cli import main
 from icl_audio.errors import ModelError
 
 LABELS = ["dog", "rain", "car horn"]
@@ -96,7 +95,7 @@ def test_missing_model_is_one_line(tmp_path, monkeypatch):
         ClapZeroShot(str(tmp_path / "empty"), device="cpu")
 
 
-def test_bench_runs_clap_beside_the_others(tiny_clap, tmp_path, capsys):
+def test_bench_runs_clap_beside_the_others(tiny_clap, tmp_path, cli):
     tree = make_esc50_tree(tmp_path / "esc50", folds=2)
     out = tmp_path / "out"
     outcome = run_bench(BenchConfig("esc50", tree, ks=(1,), modes=("direct",), methods=("knn", "clap-zero-shot"),
@@ -110,7 +109,7 @@ def test_bench_runs_clap_beside_the_others(tiny_clap, tmp_path, capsys):
     assert len(line["ranked"]) == 3 and line["demonstrations"] == []
     assert "clap-zero-shot" in (out / "results.md").read_text()
     # A missing CLAP model fails in one line, before any model is loaded.
-    code = main(["bench", "esc50", "--root", str(tree), "--methods", "clap-zero-shot", "--clap-model",
-                 str(tmp_path / "no" / "clap") + "/", "--model", "debug", "--codec", "debug", "--quiet", "--out", str(tmp_path / "x")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: CLAP model folder") and len(err.splitlines()) == 1
+    run = cli("bench", "esc50", "--root", str(tree), "--methods", "clap-zero-shot", "--clap-model",
+              str(tmp_path / "no" / "clap") + "/", "--model", "debug", "--codec", "debug", "--quiet", "--out", str(tmp_path / "x"))
+    err = run.stderr.strip()
+    assert run.returncode == 2 and err.startswith("error: CLAP model folder") and len(err.splitlines()) == 1

@@ -39,7 +39,7 @@ def _support(results, unit):
     return store.load_support_set(name)
 
 
-def test_support_and_queries_are_read_up_to_the_clip_length(tree, tmp_path, monkeypatch):
+def test_support_and_queries_are_read_up_to_the_clip_length(tree, tmp_path, monkeypatch, shared_debug_models):
     import icl_audio.encoding as encoding
 
     root, long_clip, short_clip = tree

@@ -1,4 +1,7 @@
-"""`icl-audio bench DATASET` end to end on fixture trees: outputs, baselines, resume, torchrun, suite, errors."""
+"""`icl-audio bench DATASET` end to end on fixture trees: outputs, baselines, resume, torchrun, suite, errors.
+
+The CLI runs in this process with the session's debug models, except the torchrun test (two processes
+are its subject)."""
 
 from __future__ import annotations
 
@@ -11,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, isolated_cli_state, sharing_debug_models
 from fixtures_datasets import make_esc50_tree, make_fsd50k_tree
 from icl_audio.bench.arch import run_bench
 from icl_audio.bench.config import BenchConfig
 from icl_audio.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
 DEBUG = ["--model", "debug", "--codec", "debug", "--quiet"]
 METHODS = {"icl", "knn", "linear-probe", "majority", "random-label", "icl-random-demos"}
 # Two folds x three classes x two clips: 6 queries and 6 support clips per fold.
@@ -34,10 +36,11 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def esc50_reference(trees, tmp_path_factory) -> Path:
+def esc50_reference(trees, tmp_path_factory, debug_lm, debug_codec) -> Path:
     """One complete single-process ESC-50 bench through the CLI; later tests compare against it."""
     out = tmp_path_factory.mktemp("esc50-ref")
-    assert main(["bench", "esc50", "--root", str(trees["esc50"]), *ESC_ARGS, "--out", str(out)]) == 0
+    with sharing_debug_models(lambda: debug_lm, lambda: debug_codec), isolated_cli_state():
+        assert main(["bench", "esc50", "--root", str(trees["esc50"]), *ESC_ARGS, "--out", str(out)]) == 0
     return out
 
 
@@ -66,7 +69,7 @@ def _close(a, b) -> bool:
     return a == b
 
 
-def test_single_label_bench_writes_every_output(esc50_reference, trees, capsys):
+def test_single_label_bench_writes_every_output(esc50_reference, trees):
     out = esc50_reference
     results = json.loads((out / "results.json").read_text())
     for name in ("results.md", "accuracy_vs_k.png", "confusion.png"):
@@ -106,21 +109,21 @@ def test_single_label_bench_writes_every_output(esc50_reference, trees, capsys):
     assert all(x["demonstrations"] == [] for x in preds["fold1.icl.k0.direct.jsonl"])
 
 
-def test_finished_bench_recomputes_nothing(esc50_reference, trees, capsys):
+def test_finished_bench_recomputes_nothing(esc50_reference, trees, cli):
     before = _metrics(esc50_reference)
-    capsys.readouterr()
-    assert main(["bench", "esc50", "--root", str(trees["esc50"]), *ESC_ARGS, "--out", str(esc50_reference), "--json"]) == 0
-    captured = capsys.readouterr()
-    assert "0 predictions computed" in captured.err
-    printed = json.loads(captured.out)
+    captured = cli("bench", "esc50", "--root", str(trees["esc50"]), *ESC_ARGS, "--out", str(esc50_reference), "--json")
+    assert captured.returncode == 0, captured.stderr
+    assert "0 predictions computed" in captured.stderr
+    printed = json.loads(captured.stdout)
     assert printed["runs"] == json.loads((esc50_reference / "results.json").read_text())["runs"]
     assert _metrics(esc50_reference) == before
 
 
-def test_multi_label_bench_reports_map(trees, tmp_path, capsys):
+def test_multi_label_bench_reports_map(trees, tmp_path, cli):
     out = tmp_path / "fsd"
-    assert main(["bench", "fsd50k", "--root", str(trees["fsd50k"]), "--k", "0,2", "--mode", "direct", *DEBUG, "--out", str(out)]) == 0
-    stdout = capsys.readouterr().out
+    run = cli("bench", "fsd50k", "--root", str(trees["fsd50k"]), "--k", "0,2", "--mode", "direct", *DEBUG, "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    stdout = run.stdout
     assert "mAP (macro)" in stdout and "mAP (weighted)" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results["multi_label"] and results["config"]["folds"] == ["test"]
@@ -134,7 +137,7 @@ def test_multi_label_bench_reports_map(trees, tmp_path, capsys):
     assert len(line["truth"]) > 1 and len(line["ranked"]) == 12  # every candidate label is scored
 
 
-def test_resume_after_interruption_computes_only_what_is_missing(esc50_reference, trees, tmp_path):
+def test_resume_after_interruption_computes_only_what_is_missing(esc50_reference, trees, tmp_path, shared_debug_models):
     # Direct mode only (faster); its runs must equal the reference's runs of the same names.
     out = tmp_path / "resume"
     cfg = BenchConfig("esc50", trees["esc50"], ks=(0, 1, 2), modes=("direct",), model="debug", codec="debug", out=out)
@@ -199,14 +202,15 @@ def test_two_processes_equal_one(esc50_reference, trees, tmp_path):
     assert not list((out / "predictions").glob("rank*"))
 
 
-def test_suite_prints_one_table_beside_the_paper(trees, tmp_path, capsys):
+def test_suite_prints_one_table_beside_the_paper(trees, tmp_path, cli):
     config = tmp_path / "suite.toml"
     config.write_text(
         'k = [0, 1]\nmode = "direct"\nlimit = 2\nmodel = "debug"\ncodec = "debug"\nout = "results"\n'
         f'[datasets]\nesc50 = "{trees["esc50"]}"\nfsd50k = {{ root = "{trees["fsd50k"]}", methods = ["icl", "knn", "majority"] }}\n'
     )
-    assert main(["bench", "suite", str(config), "--quiet"]) == 0
-    stdout = capsys.readouterr().out
+    run = cli("bench", "suite", str(config), "--quiet")
+    assert run.returncode == 0, run.stderr
+    stdout = run.stdout
     assert "X-Codec linear probe" in stdout and "69.85" in stdout and "34.05" in stdout
     assert "different protocol" in stdout
     # The published rows (X-Codec paper, ARCH's page) beside our linear-probe and icl, per dataset.
@@ -244,11 +248,12 @@ def test_example_suite_file_parses():
         (["bench", "esc50", "--methods", "knn", "--k", "0"], "nothing to run"),
     ],
 )
-def test_bad_input_is_one_line_error(args, message, trees, tmp_path, capsys):
+def test_bad_input_is_one_line_error(args, message, trees, tmp_path, cli):
     if "--root" not in args:
         args = [*args, "--root", str(trees[args[1]])]
-    assert main([*args, *DEBUG, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
+    run = cli(*args, *DEBUG, "--out", str(tmp_path / "x"))
+    assert run.returncode == 2
+    err = run.stderr.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
 
 
@@ -262,9 +267,10 @@ def test_bad_input_is_one_line_error(args, message, trees, tmp_path, capsys):
         ("[datasets\n", "invalid TOML"),
     ],
 )
-def test_bad_suite_file_is_one_line_error(text, message, tmp_path, capsys):
+def test_bad_suite_file_is_one_line_error(text, message, tmp_path, cli):
     config = tmp_path / "suite.toml"
     config.write_text(text)
-    assert main(["bench", "suite", str(config)]) == 2
-    err = capsys.readouterr().err.strip()
+    run = cli("bench", "suite", str(config))
+    assert run.returncode == 2
+    err = run.stderr.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err

@@ -16,7 +16,7 @@ TINY_LM = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, interm
                vocab_size=None, dtype="float32")
 
 
-def test_speed_bench_tiny():
+def test_speed_bench_tiny(shared_tokenizer):
     r = run_speed_bench(labels=6, k=1, reps=2, model_kwargs=TINY_LM)
     assert r["labels"] == 6 and r["k"] == 1 and r["reps"] == 2
     assert r["prompt_tokens"] >= 2 * 250  # one demonstration and the query, 250 audio tokens each
@@ -26,7 +26,7 @@ def test_speed_bench_tiny():
     assert r["overhead_ratio"] > 0 and r["naive_speedup"] > 0 and r["peak_rss_mb"] > 0
 
 
-def test_channel_speed_bench_tiny():
+def test_channel_speed_bench_tiny(shared_tokenizer):
     r = run_speed_bench(labels=3, k=1, reps=1, mode="channel", model_kwargs=TINY_LM)
     assert r["mode"] == "channel" and r["flops_ratio"] is None
     assert r["head_rows"] == 1 + 3 * 251  # per label: its query audio and end tag, 251 scored tokens

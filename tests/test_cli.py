@@ -1,4 +1,8 @@
-"""The CLI end to end, as a user runs it: classify, support sets, errors as one line."""
+"""The CLI as a user runs it: classify, support sets, errors as one line.
+
+Run in this process (fixture ``cli``) except where the process is the subject: ``--help`` without
+torch, and the README's first command printing only the CLI's own lines.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
-from conftest import tone, write_wav
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, tone, write_wav
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m icl_audio ARGS` from the repository, as the console script would."""
+    """Run `python -m icl_audio ARGS` from the repository in a process of its own, as the console script
+    would (for the tests whose subject is the process; the others use the in-process fixture ``cli``)."""
     return subprocess.run(
         [sys.executable, "-m", "icl_audio", *args],
         cwd=REPO,
@@ -40,9 +44,9 @@ def test_help_does_not_import_heavy_libraries():
     assert help_out.returncode == 0 and "classify" in help_out.stdout
 
 
-def test_classify_json_end_to_end(support_folder, tmp_path):
+def test_classify_json_end_to_end(cli, support_folder, tmp_path):
     query = write_wav(tmp_path / "q uery ☃.wav", tone(120, 0.6))
-    out = run_cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
+    out = cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == 1
@@ -56,17 +60,17 @@ def test_classify_json_end_to_end(support_folder, tmp_path):
     for demo in result["demonstrations"]:
         assert Path(demo["path"]).is_file() and demo["label"] in labels and -1.0 <= demo["similarity"] <= 1.0001
     # The second run reads every code from the cache: nothing is encoded again.
-    again = run_cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
+    again = cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
     assert again.returncode == 0
     assert "0 encoded, 6 from cache" in again.stderr
     assert json.loads(again.stdout) == result
 
 
-def test_classify_table_labels_top_and_bad_file(support_folder, tmp_path):
+def test_classify_table_labels_top_and_bad_file(cli, support_folder, tmp_path):
     good = write_wav(tmp_path / "good.wav", tone(2500, 0.5))
     bad = tmp_path / "bad.wav"
     bad.write_text("not audio")
-    out = run_cli(
+    out = cli(
         "classify", str(good), str(bad), "--support", str(support_folder), "--k", "1", "--labels", "bird,low hum,high beep",
         "--top", "2", "--model", "debug", "--codec", "debug", "--quiet",
     )
@@ -77,35 +81,35 @@ def test_classify_table_labels_top_and_bad_file(support_folder, tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_missing_real_model_offline_is_one_line(support_folder, tmp_path):
+def test_missing_real_model_offline_is_one_line(cli, support_folder, tmp_path):
     query = write_wav(tmp_path / "q.wav", tone(120, 0.5))
-    out = run_cli("classify", str(query), "--support", str(support_folder), "--codec", "debug", env={"HF_HUB_OFFLINE": "1"})
+    out = cli("classify", str(query), "--support", str(support_folder), "--codec", "debug", env={"HF_HUB_OFFLINE": "1"})
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "HKUSTAudio/Llasa-1B-Multilingual" in lines[0]
     assert "Traceback" not in out.stderr
 
 
-def test_support_build_info_list_classify_rm(support_folder, tmp_path):
-    build = run_cli("support", "build", "pets", "--folder", str(support_folder), "--model", "debug", "--codec", "debug", "--quiet")
+def test_support_build_info_list_classify_rm(cli, support_folder, tmp_path):
+    build = cli("support", "build", "pets", "--folder", str(support_folder), "--model", "debug", "--codec", "debug", "--quiet")
     assert build.returncode == 0, build.stderr
     assert "built pets: 6 clips, 2 labels" in build.stdout
-    info = json.loads(run_cli("support", "info", "pets", "--json").stdout)
+    info = json.loads(cli("support", "info", "pets", "--json").stdout)
     assert {k: info[k] for k in ("name", "clips", "labels")} == {"name": "pets", "clips": 6, "labels": 2}
     assert info["label_counts"] == {"high beep": 3, "low hum": 3}
     assert set(info) >= {"dataset", "codec", "model", "created"}
-    listed = json.loads(run_cli("support", "list", "--json").stdout)
+    listed = json.loads(cli("support", "list", "--json").stdout)
     assert "pets" in [s["name"] for s in listed]
     # A stored set brings its own model and codec.
     query = write_wav(tmp_path / "q.wav", tone(2000, 0.5))
-    out = run_cli("classify", str(query), "--support", "pets", "--k", "2", "--json")
+    out = cli("classify", str(query), "--support", "pets", "--k", "2", "--json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["predictions"]) == 2
     # Mixing in another codec is refused.
-    refused = run_cli("support", "build", "pets", "--folder", str(support_folder), "--model", "debug", "--codec", "other/codec")
+    refused = cli("support", "build", "pets", "--folder", str(support_folder), "--model", "debug", "--codec", "other/codec")
     assert refused.returncode == 2 and "refusing to mix" in refused.stderr
-    assert run_cli("support", "rm", "pets").returncode == 0
-    assert run_cli("support", "info", "pets").returncode == 2
+    assert cli("support", "rm", "pets").returncode == 0
+    assert cli("support", "info", "pets").returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -120,8 +124,8 @@ def test_support_build_info_list_classify_rm(support_folder, tmp_path):
         (["support", "info", "never-built"], "no support set named"),
     ],
 )
-def test_bad_invocations_are_one_line(args, message):
-    out = run_cli(*args)
+def test_bad_invocations_are_one_line(cli, args, message):
+    out = cli(*args)
     assert out.returncode == 2, out
     assert message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
@@ -131,25 +135,19 @@ def test_bad_invocations_are_one_line(args, message):
 
 
 @pytest.fixture
-def no_models(monkeypatch):
-    """Make any model load fail the test: what is checked here must be checked before loading."""
+def no_models(cli):
+    """Make any model load fail the test: what is checked here must be checked before loading.
+    (Patched over the ``cli`` fixture's model sharing, and undone before it.)"""
     import icl_audio.codec
     import icl_audio.llm
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(icl_audio.llm, "load_lm", refuse)
-    monkeypatch.setattr(icl_audio.codec, "load_codec", refuse)
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process (so loaders can be monkeypatched); returns (exit code, stdout, stderr)."""
-    from icl_audio.cli import main
-
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(icl_audio.llm, "load_lm", refuse)
+        patch.setattr(icl_audio.codec, "load_codec", refuse)
+        yield
 
 
 @pytest.mark.parametrize(
@@ -164,38 +162,37 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
         (["--labels", " , "], "--labels is empty"),
     ],
 )
-def test_bad_options_fail_in_one_line_before_models_load(no_models, capsys, support_folder, tmp_path, args, message):
+def test_bad_options_fail_in_one_line_before_models_load(no_models, cli, support_folder, tmp_path, args, message):
     query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
-    code, out, err = run_main(capsys, "classify", query, "--support", str(support_folder), "--model", "debug", "--codec", "debug", *args)
+    code, out, err = astuple(cli("classify", query, "--support", str(support_folder), "--model", "debug", "--codec", "debug", *args))
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err, err
 
 
-def test_missing_input_fails_in_one_line_before_models_load(no_models, capsys, support_folder, tmp_path):
+def test_missing_input_fails_in_one_line_before_models_load(no_models, cli, support_folder, tmp_path):
     query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
-    code, out, err = run_main(capsys, "classify", query, str(tmp_path / "nope.wav"), "--support", str(support_folder))
+    code, out, err = astuple(cli("classify", query, str(tmp_path / "nope.wav"), "--support", str(support_folder)))
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [f"error: {tmp_path / 'nope.wav'}: no such file"]
-    code, _, err = run_main(capsys, "classify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--support", str(support_folder))
+    code, _, err = astuple(cli("classify", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--support", str(support_folder)))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "2 of 2 inputs cannot be read" in err
 
 
-def test_a_name_that_is_a_folder_here_and_a_stored_set_is_ambiguous(no_models, capsys, support_folder, tmp_path, monkeypatch):
+def test_a_name_that_is_a_folder_here_and_a_stored_set_is_ambiguous(no_models, cli, support_folder, tmp_path):
     from test_support_store import fake_set
 
     from icl_audio import support as store
 
     store.save_support_set("both", fake_set())
     (tmp_path / "both").symlink_to(support_folder, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
     query = str(write_wav(tmp_path / "q.wav", tone(120, 0.3)))
-    code, _, err = run_main(capsys, "classify", query, "--support", "both")
+    code, _, err = astuple(cli("classify", query, "--support", "both", cwd=tmp_path))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "ambiguous support 'both'" in err and "use ./both for the folder" in err
 
 
-def test_help_shows_choices_metavars_and_the_install_hint():
-    out = run_cli("classify", "--help")
+def test_help_shows_choices_metavars_and_the_install_hint(cli):
+    out = cli("classify", "--help")
     assert out.returncode == 0
     text = " ".join(out.stdout.split())  # help text is wrapped to the terminal
     for expected in ("<direct|channel>", "<sum|mean>", "auto|cpu|cuda|cuda:N", "--support FOLDER|CSV|NAME", "--k N",
@@ -212,23 +209,27 @@ def test_cli_choices_match_the_library():
     assert tuple(MODES) == tuple(LIB_MODES) and tuple(NORMALIZE) == tuple(LIB_NORMALIZE)
 
 
-def test_normal_runs_print_only_the_clis_own_lines(support_folder, tmp_path):
-    query = write_wav(tmp_path / "q.wav", tone(120, 0.5))
-    out = run_cli("classify", str(query), "--support", str(support_folder), "--k", "2", "--model", "debug", "--codec", "debug", "--json")
+def test_normal_runs_print_only_the_clis_own_lines():
+    # A process of its own: third-party libraries are imported fresh there, under the CLI's settings.
+    # The README's first command (with --json, so that stdout can be parsed).
+    out = run_cli("classify", "examples/query_two.wav", "--support", "examples/support", "--k", "2", "--model", "debug",
+                  "--codec", "debug", "--json")
     assert out.returncode == 0, out.stderr
     own = ("support: ", "encoding support clips", "encoding queries", "note: ")
     for line in out.stderr.splitlines():
         assert line.strip() == "" or line.startswith(own), f"not the CLI's own line: {line!r}"
     lowered = out.stderr.lower()
     assert "deprecat" not in lowered and "warning" not in lowered and "[transformers]" not in lowered
-    json.loads(out.stdout)  # stdout holds only the result
+    result = json.loads(out.stdout)  # stdout holds only the result
+    assert result["audio"] == "examples/query_two.wav"
+    assert {p["label"] for p in result["predictions"]} == {p.name for p in (REPO / "examples" / "support").iterdir()}
 
 
-def test_a_long_path_is_printed_whole_on_one_line(support_folder, tmp_path):
+def test_a_long_path_is_printed_whole_on_one_line(cli, support_folder, tmp_path):
     deep = tmp_path / ("a_rather_long_folder_name_" * 3) / ("and_a_long_clip_file_name_" * 3 + "end.wav")
     write_wav(deep, tone(120, 0.4))
-    out = run_cli("classify", str(deep), "--support", str(support_folder), "--k", "1", "--model", "debug", "--codec", "debug", "--quiet",
-                  env={"COLUMNS": "60"})
+    out = cli("classify", str(deep), "--support", str(support_folder), "--k", "1", "--model", "debug", "--codec", "debug", "--quiet",
+              env={"COLUMNS": "60"})
     assert out.returncode == 0, out.stderr
     assert len(str(deep)) > 60
     assert str(deep) in out.stdout.splitlines()

@@ -1,34 +1,24 @@
-"""`icl-audio prompt`: what the model is fed, on classify's code path."""
+"""`icl-audio prompt`: what the model is fed, on classify's code path (the CLI in this process)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import soundfile as sf
 
 from conftest import tone, write_wav
 from icl_audio.cli.prompt import abbreviate_speech
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "icl_audio", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-
 
 def test_abbreviate_speech():
     assert abbreviate_speech("a<|s_1|><|s_22|><|s_3|>b<|s_4|>") == "a<|s_×3|>b<|s_×1|>"
 
 
-def test_prompt_json_channel_is_the_training_format(tmp_path, support_folder):
+def test_prompt_json_channel_is_the_training_format(cli, tmp_path, support_folder):
     query = write_wav(tmp_path / "q.wav", tone(440, 0.57))
     n = sf.info(str(query)).frames
-    proc = _run("prompt", str(query), "--support", str(support_folder), "--k", "2", "--mode", "channel",
-                "--model", "debug", "--codec", "debug", "--json", "--quiet")
+    proc = cli("prompt", str(query), "--support", str(support_folder), "--k", "2", "--mode", "channel",
+               "--model", "debug", "--codec", "debug", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (record,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert record["audio"] == str(query) and len(record["demonstrations"]) == 2
@@ -42,7 +32,7 @@ def test_prompt_json_channel_is_the_training_format(tmp_path, support_folder):
         assert c["ids"][c["scored_from"] - 1] == 128260  # <|SPEECH_GENERATION_START|>
 
 
-def test_prompt_bad_mode_fails_in_one_line(tmp_path, support_folder):
+def test_prompt_bad_mode_fails_in_one_line(cli, tmp_path, support_folder):
     query = write_wav(tmp_path / "q.wav", tone(440, 0.5))
-    proc = _run("prompt", str(query), "--support", str(support_folder), "--mode", "sideways")
+    proc = cli("prompt", str(query), "--support", str(support_folder), "--mode", "sideways")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -48,9 +48,10 @@ def test_shorter_than_one_hop_is_one_line_error(debug_codec, n):
     assert "320" in _one_line(info.value)
 
 
-def test_batch_independence(debug_codec):
+def test_batch_independence(debug_codec, two_threads):
     # Equal lengths, different lengths with the same padded length (16000 and 16100 samples both pad
-    # to 16320), and other lengths, all in one call.
+    # to 16320), and other lengths, all in one call. With two threads (the suite runs with one), the
+    # mixed calls run on two workers and each lone clip's two branches side by side.
     clips = [noise(1.0, 1), tone(300, 1.0), noise(16100 / SR, 2), tone(2500, 0.5), noise(1.0, 3), tone(700, 0.37)]
     alone = [debug_codec.encode([c])[0] for c in clips]
     mixed = debug_codec.encode(clips)

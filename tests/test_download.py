@@ -383,30 +383,23 @@ def test_not_an_archive(tmp_path):
         extract_archive(p, tmp_path / "out")
 
 
-def test_cli_download_then_build_then_info(server, esc50_zip, tmp_path):
-    # The user's path end to end: download an archive, build a named support set from it, inspect it.
+def test_cli_download_then_build_then_info(cli, server, esc50_zip, tmp_path):
+    # The user's path end to end (the CLI in this process; the archive from the loopback server): download
+    # an archive, build a named support set from it, inspect it.
     import json
-    import os
-    import subprocess
-    import sys
 
-    repo = Path(__file__).resolve().parents[1]
     server.files["/esc.zip"] = esc50_zip
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "icl_audio", *args], cwd=repo, capture_output=True, text=True,
-                              timeout=600, env={**os.environ, "NO_PROXY": "127.0.0.1"})
-
+    env = {"NO_PROXY": "127.0.0.1"}
     out = cli("support", "download", "esc50", "--to", str(tmp_path / "dl"), "--url", server.url("/esc.zip"),
-              "--checksum", f"sha256:{_sha(esc50_zip)}", "--quiet")
+              "--checksum", f"sha256:{_sha(esc50_zip)}", "--quiet", env=env)
     assert out.returncode == 0, out.stderr
     root = tmp_path / "dl" / "ESC-50-master"
     assert f"--root {root}" in out.stdout
     bad = cli("support", "download", "esc50", "--to", str(tmp_path / "dl2"), "--url", server.url("/esc.zip"),
-              "--checksum", "sha256:" + "0" * 64, "--quiet")
+              "--checksum", "sha256:" + "0" * 64, "--quiet", env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     built = cli("support", "build", "esc-dl", "--dataset", "esc50", "--root", str(root), "--folds", "1",
-                "--model", "debug", "--codec", "debug", "--quiet")
+                "--model", "debug", "--codec", "debug", "--quiet", env=env)
     assert built.returncode == 0, built.stderr
-    info = json.loads(cli("support", "info", "esc-dl", "--json").stdout)
+    info = json.loads(cli("support", "info", "esc-dl", "--json", env=env).stdout)
     assert info["clips"] == 3 and info["dataset"] == "esc50"

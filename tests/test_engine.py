@@ -27,15 +27,23 @@ def setup(debug_lm):
     return lm, prefix, conts
 
 
+_REFERENCE_SCORES: dict = {}
+
+
 def _full_forward(lm, prefix, cont, score_from=0, attention_mask=None):
-    """Independent reference: the HF model's own forward (its own LM head) and a float64 log-softmax."""
+    """Independent reference: the HF model's own forward (its own LM head) and a float64 log-softmax of
+    the rows that predict ``cont``. Remembered per model and input: every path and batch size of a test
+    is compared with the same reference, computed once."""
     import torch
 
-    kwargs = {} if attention_mask is None else {"attention_mask": torch.tensor([attention_mask])}
-    with torch.inference_mode():
-        logits = lm.model(input_ids=torch.tensor([prefix + list(cont)]), **kwargs).logits[0].double()
-    logp = torch.log_softmax(logits, dim=-1)
-    return sum(float(logp[len(prefix) - 1 + j, cont[j]]) for j in range(score_from, len(cont)))
+    key = (id(lm.model), tuple(prefix), tuple(cont), score_from, None if attention_mask is None else tuple(attention_mask))
+    if key not in _REFERENCE_SCORES:
+        kwargs = {} if attention_mask is None else {"attention_mask": torch.tensor([attention_mask])}
+        with torch.inference_mode():
+            logits = lm.model(input_ids=torch.tensor([prefix + list(cont)]), **kwargs).logits[0, len(prefix) - 1:]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        _REFERENCE_SCORES[key] = sum(float(logp[j, cont[j]]) for j in range(score_from, len(cont)))
+    return _REFERENCE_SCORES[key]
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -117,25 +117,29 @@ def _digest(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_debug_build_is_deterministic(tmp_path, monkeypatch):
+def test_debug_build_is_deterministic(new_home, session_models):
+    from conftest import DEBUG_LLM_DIR, TOKENIZER_DIR
     from icl_audio.llm import ensure_debug_model
 
-    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path / "a"))
+    # A build from nothing in a fresh home, against the session's own build (made independently, in
+    # another home, before this test).
+    new_home("fresh", seed=())
     a = ensure_debug_model()
-    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path / "b"))
-    b = ensure_debug_model()
+    b = session_models / DEBUG_LLM_DIR
     assert a != b and a.name == b.name == "debug-llasa"
     assert _digest(a) == _digest(b)
     # The tokenizer was built independently in each home, to the same bytes too.
-    assert _digest(a.parent / "llasa-tokenizer-v1") == _digest(b.parent / "llasa-tokenizer-v1")
+    assert _digest(a.parent / "llasa-tokenizer-v1") == _digest(session_models / TOKENIZER_DIR)
     # No temporary build folders are left behind.
     assert sorted(p.name for p in a.parent.iterdir()) == ["debug-llasa", "llasa-tokenizer-v1"]
 
 
-def test_debug_build_reused_and_repaired(tmp_path, monkeypatch):
+def test_debug_build_reused_and_repaired(new_home):
+    from conftest import DEBUG_LLM_DIR, TOKENIZER_DIR, seed_models
     from icl_audio.llm import ensure_debug_model
 
-    monkeypatch.setenv("ICL_AUDIO_HOME", str(tmp_path))
+    # The session's builds: the tokenizer linked, the model copied (this test damages its files in place).
+    seed_models(new_home(seed=(TOKENIZER_DIR,)), (DEBUG_LLM_DIR,), copy=True)
     folder = ensure_debug_model()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert ensure_debug_model() == folder
@@ -162,13 +166,10 @@ def test_debug_loads_through_folder_path(debug_lm):
         assert torch.equal(lm.model(input_ids=ids).logits, debug_lm.model(input_ids=ids).logits)
 
 
-def test_read_tokenizer_equals_auto_tokenizer(debug_lm):
-    """load_lm reads a plain fast tokenizer from tokenizer.json directly: the same tokenizer as AutoTokenizer's."""
-    from transformers import AutoTokenizer
-
-    from icl_audio.llm import ensure_debug_model
-
-    auto = AutoTokenizer.from_pretrained(str(ensure_debug_model()), local_files_only=True)
+def test_read_tokenizer_equals_auto_tokenizer(debug_lm, auto_tokenizer):
+    """load_lm reads a plain fast tokenizer from tokenizer.json directly: the same tokenizer as AutoTokenizer's
+    (``auto_tokenizer``: AutoTokenizer on the debug model's folder)."""
+    auto = auto_tokenizer
     ours = debug_lm.tokenizer
     assert ours.get_vocab() == auto.get_vocab()
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "model_max_length"):
@@ -198,7 +199,7 @@ def test_read_tokenizer_other_classes_go_through_auto(tmp_path, monkeypatch):
     assert read_tokenizer(tmp_path) == "auto" and calls == [str(tmp_path)] * 2
 
 
-def test_random_lm_real_layout_ids():
+def test_random_lm_real_layout_ids(shared_tokenizer):
     from icl_audio.llm import build_random_lm
 
     # The speed bench's random model carries the real tokenizer: real ids, real label lengths.

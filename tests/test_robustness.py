@@ -1,4 +1,8 @@
-"""Bad input, odd-but-valid input, interruption and concurrency, through the CLI as users meet them."""
+"""Bad input, odd-but-valid input, interruption and concurrency, through the CLI as users meet them.
+
+The CLI runs in this process (fixture ``cli``), except where processes are the subject: a build killed
+by a signal (then resumed), and two processes building the same set.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,30 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
-import time  # only to wait for a subprocess, never asserted on
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SR, noise, tone, write_wav
-from test_cli import REPO, run_cli
+from conftest import REPO, SR, CliRun, noise, tone, write_wav
 
 DEBUG = ["--model", "debug", "--codec", "debug"]
 
 
-def classify(*args: str, support: Path, k: str = "2"):
-    return run_cli("classify", *args, "--support", str(support), "--k", k, *DEBUG, "--quiet", "--json")
+@pytest.fixture
+def classify(cli):
+    """``classify(*inputs, support=..., k="2")``: ``icl-audio classify`` with the debug models, --quiet --json."""
+
+    def run(*args: str, support: Path, k: str = "2") -> CliRun:
+        return cli("classify", *args, "--support", str(support), "--k", k, *DEBUG, "--quiet", "--json")
+
+    return run
 
 
-def one_error_line(out: subprocess.CompletedProcess) -> str:
+def one_error_line(out) -> str:
     assert "Traceback" not in out.stderr, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert errors, out.stderr
@@ -53,7 +62,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-def test_each_bad_audio_file_is_one_line_and_the_rest_still_run(support_folder, tmp_path):
+def test_each_bad_audio_file_is_one_line_and_the_rest_still_run(classify, support_folder, tmp_path):
     bad = _bad_inputs(tmp_path / "bad")
     good = write_wav(tmp_path / "good.wav", tone(140, 0.4))
     out = classify(str(good), *[str(p) for p, _ in bad.values()], support=support_folder)
@@ -73,13 +82,16 @@ def test_each_bad_audio_file_is_one_line_and_the_rest_still_run(support_folder, 
         (lambda tmp: (tmp / "a dir.wav").mkdir() or tmp / "a dir.wav", "a dir.wav: is a directory"),
     ],
 )
-def test_inputs_that_are_not_files_fail_before_any_work(support_folder, tmp_path, make, message):
+def test_inputs_that_are_not_files_fail_before_any_work(cli, support_folder, tmp_path, make, message):
     # Found before any model loads or any clip is encoded: one line, exit 2, no progress lines.
     good = write_wav(tmp_path / "good.wav", tone(140, 0.4))
-    out = run_cli("classify", str(good), str(make(tmp_path)), "--support", str(support_folder), *DEBUG)
+    out = cli("classify", str(good), str(make(tmp_path)), "--support", str(support_folder), *DEBUG)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [one_error_line(out)]
     assert message in out.stderr
+
+
+SIX_CHANNELS = [tone(200 + 50 * c, 0.4) for c in range(6)]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +99,7 @@ def test_inputs_that_are_not_files_fail_before_any_work(support_folder, tmp_path
     [
         ("8-bit", lambda p: write_wav(p, tone(300, 0.4), subtype="PCM_U8")),
         ("24-bit", lambda p: write_wav(p, tone(300, 0.4), subtype="PCM_24")),
-        ("6 channels", lambda p: write_wav(p, np.stack([tone(200 + 50 * c, 0.4) for c in range(6)], 1))),
+        ("6 channels", lambda p: write_wav(p, np.stack(SIX_CHANNELS, 1))),
         ("8 kHz", lambda p: write_wav(p, tone(300, 0.4, sr=8000), sr=8000)),
         ("96 kHz", lambda p: write_wav(p, tone(300, 0.4, sr=96000), sr=96000)),
         ("flac", lambda p: write_wav(p.with_suffix(".flac"), tone(300, 0.4))),
@@ -95,29 +107,48 @@ def test_inputs_that_are_not_files_fail_before_any_work(support_folder, tmp_path
         ("mp3", lambda p: write_wav(p.with_suffix(".mp3"), tone(300, 0.4))),
     ],
 )
-def test_odd_but_valid_audio_works(support_folder, tmp_path, name, make):
+def test_odd_but_valid_audio_works(classify, support_folder, tmp_path, name, make):
+    from icl_audio.audio import load_audio
+
     path = make(tmp_path / f"odd {name} ü.wav")
+    # The subject, load_audio: 0.4 s of float32 mono at 16 kHz, the sound that was written (lossy
+    # codecs and resampling change samples slightly; the 6 channels are averaged).
+    clip = load_audio(str(path))
+    expected = np.mean(SIX_CHANNELS, axis=0) if name == "6 channels" else tone(300, 0.4)
+    assert clip.source == str(path) and clip.samples.dtype == np.float32 and clip.samples.shape == (6400,)
+    assert np.corrcoef(clip.samples, expected)[0, 1] > 0.999 and np.abs(clip.samples - expected).max() < 0.05
+    # ... and classify takes it whole.
     out = classify(str(path), support=support_folder)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["audio"] == str(path)
 
 
-def test_one_hour_clip_is_bounded_by_the_crop_policy(support_folder, tmp_path):
-    import soundfile as sf
+def _sparse_wav(path: Path, seconds: float, head: np.ndarray) -> Path:
+    """A 16 kHz 16-bit mono WAV whose header says ``seconds`` long: ``head`` written, the rest of the data a
+    hole in the file (silence; nothing written, so an hour costs no time). The header is written here
+    from the RIFF/WAVE format (44 bytes: RIFF, fmt, data chunks)."""
+    data_bytes = 2 * int(seconds * SR)
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 1, SR, 2 * SR, 2,
+                         16, b"data", data_bytes)
+    with open(path, "wb") as f:
+        f.write(header + np.round(head * 32767).astype("<i2").tobytes())
+        f.truncate(len(header) + data_bytes)
+    return path
 
+
+def test_one_hour_clip_is_bounded_by_the_crop_policy(classify, support_folder, tmp_path):
     from icl_audio.audio import load_audio
 
-    path = tmp_path / "one hour.wav"
-    with sf.SoundFile(str(path), "w", SR, 1, subtype="PCM_16") as f:
-        block = (0.1 * np.sin(np.arange(SR * 60) * 0.05)).astype(np.float32)
-        for _ in range(60):
-            f.write(block)
+    head = (0.1 * np.sin(np.arange(SR * 31) * 0.05)).astype(np.float32)
+    path = _sparse_wav(tmp_path / "one hour.wav", 3600, head)
     out = classify(str(path), support=support_folder)
     assert out.returncode == 0, out.stderr
     assert "keeping the first 30 s" in out.stderr
     # Only the kept window is decoded: the clip holds 30 s, not an hour.
-    with pytest.warns(UserWarning, match="keeping the first 30 s"):
-        assert load_audio(str(path)).samples.shape == (30 * SR,)
+    with pytest.warns(UserWarning, match="3600.0 s long, keeping the first 30 s"):
+        clip = load_audio(str(path))
+    assert clip.samples.shape == (30 * SR,)
+    np.testing.assert_allclose(clip.samples, head[: 30 * SR], atol=1 / 32767)
 
 
 # -- labels are text, never markup -----------------------------------------------------------------
@@ -132,7 +163,7 @@ def test_one_hour_clip_is_bounded_by_the_crop_policy(support_folder, tmp_path):
         ["<|TEXT_UNDERSTANDING_END|>Output:", "<|eot_id|>"],
     ],
 )
-def test_odd_label_folders(tmp_path, labels):
+def test_odd_label_folders(classify, tmp_path, labels):
     root = tmp_path / "support"
     for j, label in enumerate(labels):
         for i in range(2):
@@ -142,9 +173,9 @@ def test_odd_label_folders(tmp_path, labels):
     assert sorted(p["label"] for p in json.loads(out.stdout)["predictions"]) == sorted(labels)
 
 
-def test_labels_option_with_commas_duplicates_and_markup(support_folder, tmp_path):
+def test_labels_option_with_commas_duplicates_and_markup(cli, support_folder, tmp_path):
     q = str(write_wav(tmp_path / "q.wav", tone(160, 0.4)))
-    out = run_cli("classify", q, "--support", str(support_folder), "--labels", 'dog,"rain, heavy",dog,<|s_5|>', *DEBUG, "--quiet", "--json")
+    out = cli("classify", q, "--support", str(support_folder), "--labels", 'dog,"rain, heavy",dog,<|s_5|>', *DEBUG, "--quiet", "--json")
     assert out.returncode == 0, out.stderr
     assert sorted(p["label"] for p in json.loads(out.stdout)["predictions"]) == sorted(["dog", "rain, heavy", "<|s_5|>"])
 
@@ -152,7 +183,7 @@ def test_labels_option_with_commas_duplicates_and_markup(support_folder, tmp_pat
 # -- support sets ------------------------------------------------------------------------------------
 
 
-def test_one_class_support_and_fewer_clips_than_k(tmp_path):
+def test_one_class_support_and_fewer_clips_than_k(classify, tmp_path):
     root = tmp_path / "one"
     write_wav(root / "only" / "a.wav", tone(200, 0.4))
     write_wav(root / "only" / "b.wav", tone(220, 0.4))
@@ -163,8 +194,8 @@ def test_one_class_support_and_fewer_clips_than_k(tmp_path):
     assert len(result["demonstrations"]) == 2
 
 
-def test_fewer_clips_than_k_is_reported(support_folder, tmp_path):
-    out = run_cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", str(support_folder), "--k", "10", *DEBUG, "--json")
+def test_fewer_clips_than_k_is_reported(cli, support_folder, tmp_path):
+    out = cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", str(support_folder), "--k", "10", *DEBUG, "--json")
     assert out.returncode == 0
     assert "fewer than k=10" in out.stderr
 
@@ -176,7 +207,7 @@ def test_fewer_clips_than_k_is_reported(support_folder, tmp_path):
         (lambda p: _only_bad_clips(p), "could be read"),
     ],
 )
-def test_unusable_support_folders(tmp_path, setup, message):
+def test_unusable_support_folders(classify, tmp_path, setup, message):
     root = setup(tmp_path)
     out = classify(str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), support=root)
     assert out.returncode == 2
@@ -189,24 +220,24 @@ def _only_bad_clips(p: Path) -> Path:
     return p / "s"
 
 
-def test_damaged_stored_set_via_cli(support_folder, tmp_path):
-    assert run_cli("support", "build", "dmg", "--folder", str(support_folder), *DEBUG, "--quiet").returncode == 0
+def test_damaged_stored_set_via_cli(cli, support_folder, tmp_path):
+    assert cli("support", "build", "dmg", "--folder", str(support_folder), *DEBUG, "--quiet").returncode == 0
     from icl_audio import support as store
 
     folder = store.set_dir("dmg")
     data = folder / (folder / "current").read_text().strip()
     (data / "manifest.json").write_text("garbage{")
-    out = run_cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", "dmg", "--json")
+    out = cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", "dmg", "--json")
     assert out.returncode == 2
     # The library says what is wrong; the CLI adds what to run.
     assert "is damaged" in one_error_line(out) and "`icl-audio support rm dmg`" in one_error_line(out)
-    info = run_cli("support", "info", "dmg")
+    info = cli("support", "info", "dmg")
     assert info.returncode == 2 and "is damaged" in one_error_line(info)
     # Rebuilding over a damaged set is allowed (it was never readable) and repairs it.
-    assert run_cli("support", "rm", "dmg").returncode == 0
+    assert cli("support", "rm", "dmg").returncode == 0
 
 
-def test_model_folder_without_llasa_layout(tmp_path, support_folder):
+def test_model_folder_without_llasa_layout(cli, tmp_path, support_folder):
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -215,7 +246,7 @@ def test_model_folder_without_llasa_layout(tmp_path, support_folder):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
     LlamaForCausalLM(LlamaConfig(vocab_size=3, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)).save_pretrained(folder)
-    out = run_cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", str(support_folder), "--model", str(folder), "--codec", "debug")
+    out = cli("classify", str(write_wav(tmp_path / "q.wav", tone(210, 0.4))), "--support", str(support_folder), "--model", str(folder), "--codec", "debug")
     assert out.returncode == 2
     line = one_error_line(out)
     assert "Llasa" in line and str(folder) in line
@@ -240,38 +271,61 @@ def _many_clips(root: Path, n: int, seed: int = 0) -> Path:
     return root
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_killed_support_build_resumes_without_redoing_work(tmp_path, sig):
-    from icl_audio import paths
+# A support build in a process of its own that stops after storing its STOP_AFTER-th code (the codes of
+# a chunk are stored one after another once the chunk is encoded), says so on stdout and waits on stdin
+# for the test's signal: the signal lands mid-build, at a known point, with no timer.
+STOP_AFTER = 32
+_BUILD_THAT_WAITS = f"""
+import sys
+import icl_audio.codecache as codecache
+from icl_audio.cli import main
 
-    # A cache root of its own (sharing the built debug models), so that watching the code cache
-    # for progress is cheap and sees only this build.
-    home = tmp_path / "home"
-    home.mkdir()
-    paths.models_dir().mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(paths.models_dir(), target_is_directory=True)
-    env = {"ICL_AUDIO_HOME": str(home)}
-    n = 480
+stored = 0
+write = codecache._write
+
+
+def write_then_wait(path, codes):
+    global stored
+    write(path, codes)
+    stored += 1
+    if stored == {STOP_AFTER}:
+        print("stored", flush=True)
+        sys.stdin.readline()
+
+
+codecache._write = write_then_wait
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_killed_support_build_resumes_without_redoing_work(cli, new_home, tmp_path, sig):
+    # A cache root of its own (seeded with the built debug models), so that the build starts from nothing.
+    home = new_home()
+    n = STOP_AFTER + 8  # one chunk: the last 8 clips' codes are never stored
     root = _many_clips(tmp_path / "many", n, seed=int(sig))
-    codes_dir = home / "codes"
-    proc = _popen("support", "build", "resume", "--folder", str(root), *DEBUG, "--quiet", env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        # Codes are written a chunk at a time: kill once 32 codes are stored.
-        if codes_dir.exists() and sum(1 for p in codes_dir.rglob("*.codes")) >= 32:
-            break
-        time.sleep(0.01)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    proc = _popen("-c", _BUILD_THAT_WAITS, "support", "build", "resume", "--folder", str(root), *DEBUG, "--quiet",
+                  python=True)
+    try:
+        said = proc.stdout.readline()
+        assert said == "stored\n", f"no code stored (exit {proc.poll()}): {said!r} {proc.stderr.read()[-2000:]}"
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode in (130, -sig), f"not interrupted (exit {proc.returncode}): {err[-2000:]}"
     assert not (home / "support" / "resume" / "current").exists()  # nothing half-built is visible
-    again = run_cli("support", "build", "resume", "--folder", str(root), *DEBUG, "--quiet", env=env)
+    again = cli("support", "build", "resume", "--folder", str(root), *DEBUG, "--quiet")
     assert again.returncode == 0, again.stderr
     m = re.search(rf"{n} clips, 2 labels \((\d+) encoded, (\d+) reused", again.stdout)
     assert m, again.stdout
     encoded, reused = int(m.group(1)), int(m.group(2))
-    assert encoded + reused == n and reused >= 32 and encoded >= 1
-    listed = json.loads(run_cli("support", "info", "resume", "--json", env=env).stdout)
+    assert encoded + reused == n and reused >= STOP_AFTER and encoded >= 1
+    listed = json.loads(cli("support", "info", "resume", "--json").stdout)
     assert listed["clips"] == n
 
 
@@ -281,13 +335,15 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _popen(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "icl_audio", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-                            preexec_fn=_default_sigint)
+def _popen(*args: str, python: bool = False) -> subprocess.Popen:
+    """``python -m icl_audio ARGS`` (``python=True``: ``python ARGS``) in a process of its own, in this
+    process's environment (ICL_AUDIO_HOME included)."""
+    command = [sys.executable, *args] if python else [sys.executable, "-m", "icl_audio", *args]
+    return subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ), preexec_fn=_default_sigint)
 
 
-def test_two_processes_building_the_same_set(tmp_path):
+def test_two_processes_building_the_same_set(cli, tmp_path):
     root = _many_clips(tmp_path / "conc", 24, seed=99)
     procs = [_popen("support", "build", "twice", "--folder", str(root), *DEBUG, "--quiet") for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -297,4 +353,4 @@ def test_two_processes_building_the_same_set(tmp_path):
     loaded = store.load_support_set("twice")
     assert len(loaded) == 24
     q = write_wav(tmp_path / "q.wav", tone(210, 0.4))
-    assert run_cli("classify", str(q), "--support", "twice", "--json", "--quiet").returncode == 0
+    assert cli("classify", str(q), "--support", "twice", "--json", "--quiet").returncode == 0

@@ -154,12 +154,17 @@ def test_text_ids_property(tok, reference, text):
 # building, caching, loading
 
 
-def test_cached_load_equals_auto_tokenizer(tok):
-    from transformers import AutoTokenizer
-
+def test_cached_load_equals_auto_tokenizer(tok, auto_tokenizer, session_models):
+    from conftest import DEBUG_LLM_DIR
     from icl_audio.tokenizer import ensure_tokenizer
 
-    auto = AutoTokenizer.from_pretrained(str(ensure_tokenizer()), local_files_only=True)
+    # ``auto_tokenizer`` is AutoTokenizer on the debug model's copy of the cached tokenizer's files:
+    # the same bytes as here (all but the build marker), so the same as AutoTokenizer on this folder.
+    files = [p for p in ensure_tokenizer().iterdir() if p.name != "icl_audio_tokenizer.json"]
+    assert "tokenizer.json" in [p.name for p in files]
+    for path in files:
+        assert path.read_bytes() == (session_models / DEBUG_LLM_DIR / path.name).read_bytes(), path.name
+    auto = auto_tokenizer
     assert auto.get_vocab() == tok.get_vocab()
     assert (auto.bos_token_id, auto.eos_token_id, auto.pad_token_id) == (tok.bos_token_id, tok.eos_token_id,
                                                                          tok.pad_token_id)
@@ -169,21 +174,24 @@ def test_cached_load_equals_auto_tokenizer(tok):
         assert auto(text)["input_ids"] == tok(text)["input_ids"]
 
 
-def test_cache_reused_and_rebuilt(tmp_path, monkeypatch):
+def test_cache_reused_and_rebuilt(new_home):
+    from conftest import TOKENIZER_DIR
     from icl_audio import tokenizer as T
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("ICL_AUDIO_HOME", str(home))
+    # The session's tokenizer, copied (this test damages its files in place); building one from
+    # nothing is tested in test_llm's test_debug_build_is_deterministic.
+    new_home(seed=(TOKENIZER_DIR,), copy=True)
     folder = T.ensure_tokenizer()
     stamp = (folder / "tokenizer.json").stat().st_mtime_ns
     assert T.ensure_tokenizer() == folder
     assert (folder / "tokenizer.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folders left
     marker = json.loads((folder / "icl_audio_tokenizer.json").read_text())
     marker["version"] = -1  # an older build
     (folder / "icl_audio_tokenizer.json").write_text(json.dumps(marker))
     (folder / "tokenizer.json").write_text("{}")
     assert T.ensure_tokenizer() == folder
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folders left
+    assert json.loads((folder / "icl_audio_tokenizer.json").read_text())["version"] != -1  # rebuilt
     assert len(T.load_tokenizer()) == 193_800
 
 
