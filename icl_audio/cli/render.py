@@ -76,7 +76,7 @@ class ProgressBars:
 
 def hint_for(exc: BaseException) -> str | None:
     """The command to run next for a library error, if there is one (the library names no CLI syntax)."""
-    support = sys.modules.get("icl_audio.support")  # not imported: none of its errors can be this one
+    support = sys.modules.get("icl_audio.support_set")  # not imported: none of its errors can be this one
     if support is None:
         return None
     name = getattr(exc, "set_name", None)
