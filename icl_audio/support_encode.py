@@ -28,6 +28,7 @@ def encode_support(
     progress: Callable[[int], None] | None = None,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     on_error: str = "skip",
+    names: Sequence[str] | None = None,
 ) -> tuple[SupportSet, BuildReport]:
     """Encode labelled audio into a :class:`SupportSet` with already-loaded models.
 
@@ -36,7 +37,9 @@ def encode_support(
     (a bounded chunk in memory, codes through ``cache``; ``None`` caches nothing), so an interrupted
     build loses at most one chunk and a re-run encodes only what is missing. ``on_error="skip"``
     leaves out a clip that cannot be read and reports it in :attr:`BuildReport.skipped`;
-    ``"raise"`` raises its AudioError. ``progress(n)`` is called as clips finish.
+    ``"raise"`` raises its AudioError. ``progress(n)`` is called as clips finish. ``names``: what the
+    set stores as each clip's source (one per entry of ``labels``; default: the name the audio input
+    reports, a file's path).
     """
     from icl_audio.encoding import EncodeTally, stream_codes
     from icl_audio.retrieval import clip_embeddings
@@ -52,7 +55,7 @@ def encode_support(
                              progress=progress, tally=tally):
         if item.codes is not None:
             kept.append(item.index)
-            sources.append(item.source)
+            sources.append(item.source if names is None else names[item.index])
             codes.append(item.codes)
     if not kept:
         raise SupportSetError(f"none of the {len(labels)} support clips could be read (first: {tally.skipped[0][1]})")
@@ -79,13 +82,16 @@ def build_support_set(
     progress: Callable[[int], None] | None = None,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> tuple[SupportSet, BuildReport]:
-    """Encode recipe ``items`` (path + labels) into a :class:`SupportSet`; see :func:`encode_support`.
+    """Encode recipe ``items`` (labels + audio) into a :class:`SupportSet`; see :func:`encode_support`.
 
-    A file that cannot be read is skipped and reported; the rest go on.
+    Each clip is stored under its ``item.key`` (a file's path, a segment's ``PATH#t=A,B``, a dataset
+    row's ``hf:...#ROW``); its audio (``item.audio``) is read lazily, one chunk at a time. A clip that
+    cannot be read is skipped and reported; the rest go on.
     """
     return encode_support(
         (item.audio for item in items), [tuple(item.labels) for item in items], codec, lm,
         cache=cache, multi_label=multi_label, meta=meta, progress=progress, max_seconds=max_seconds,
+        names=[item.key for item in items],
     )
 
 
