@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from icl_audio.llm import LanguageModel
     from icl_audio.recipes import Item
 
+
 @dataclass(frozen=True)
 class SupportSource:
-    """What a ``--support SPEC`` names: clips to encode (``kind`` "folder" or "csv", with their
+    """What a ``--support SPEC`` names: clips to encode (``kind`` "folder", "csv" or "hf", with their
     ``items``) or a stored set (``kind`` "stored", with the ``model``/``codec`` it was built with)."""
 
     kind: str
@@ -40,7 +41,9 @@ def parse_support_spec(spec: str) -> SupportSource:
     """Decide what ``spec`` names, reading folders and manifests only (no model, no audio).
 
     ``spec``: a folder with one sub-folder of clips per label, a CSV file (``path,label[,split]``),
-    or the name of a stored set. A bare name that is both a path here and a stored set is refused
+    a Hugging Face dataset ``hf:OWNER/NAME[:CONFIG][@SPLIT]`` (or ``hf:/path/to/folder``: a
+    ``save_to_disk`` or parquet folder; its label column the only ClassLabel column or the one named
+    "label"; rows are not read, only their labels), or the name of a stored set. A bare name that is both a path here and a stored set is refused
     as ambiguous rather than guessed (``./name`` is always the path). Raises
     :class:`NotBuiltError` for a dataset recipe's name that was never built, and
     :class:`SupportSetError` for anything else that names nothing usable.
@@ -49,6 +52,10 @@ def parse_support_spec(spec: str) -> SupportSource:
 
     if not isinstance(spec, str) or not spec.strip():
         raise SupportSetError("the support spec is empty: give a folder, a CSV file or a stored set name")
+    if spec.startswith("hf:"):
+        from icl_audio import hfdata
+
+        return SupportSource("hf", spec, items=tuple(hfdata.load_items(hfdata.parse_hf_spec(spec))))
     path = Path(spec).expanduser()
     is_path = path.is_dir() or (path.suffix.lower() == ".csv" and path.is_file())
     is_name = bool(NAME_PATTERN.match(spec)) and exists(spec)
@@ -86,7 +93,8 @@ def open_support(
     clips are encoded with the given, already-loaded models (codes through ``cache``)."""
     if source.stored:
         return load_support_set(source.spec), None
+    where = {"spec": source.spec} if source.path is None else {"path": str(source.path.resolve())}
     return build_support_set(
         source.items, codec, lm, cache=cache, progress=progress, max_seconds=max_seconds,
-        meta={"source": {"kind": source.kind, "path": str(source.path.resolve())}},
+        meta={"source": {"kind": source.kind, **where}},
     )
