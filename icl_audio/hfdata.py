@@ -420,9 +420,8 @@ def recipe_items(recipe: "Recipe", spec: HubSpec, *, audio_column: str = DEFAULT
         spec = HubSpec(spec.source, hub.config, spec.split)
     tables = open_splits(spec, audio_column=audio_column, splits=None if spec.split else hub.splits,
                          all_splits=spec.split is None and hub.splits is None)
-    rows = hub_rows(tables, hub.columns)
     try:
-        return hub.map_rows(rows)
+        return hub.map_rows(hub_rows(tables, hub.columns))
     except SupportSetError as exc:
         raise SupportSetError(f"{recipe.title or recipe.name} from {describe_source(spec)}: {exc}") from None
 
