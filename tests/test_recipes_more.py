@@ -104,6 +104,17 @@ def test_flusense_segments_are_windows_of_the_recordings(tmp_path, caplog):
     assert len(FLUSENSE_RECORDINGS) - 1 == len(by_recording)
 
 
+@pytest.mark.parametrize("dataset", ["crema-d", "gtzan", "timit", "arca23k-fsd", "flusense"])
+def test_five_more_recipes_build_support_sets_under_their_keys(dataset, tmp_path, debug_codec, debug_lm):
+    from fixtures_datasets import BUILDERS
+    from icl_audio.support import build_support_set
+
+    items = get_recipe(dataset).prepare(BUILDERS[dataset](tmp_path / dataset))
+    sset, report = build_support_set(items, debug_codec, debug_lm, max_seconds=get_recipe(dataset).clip_seconds)
+    assert report.skipped == () and report.encoded + report.reused == len(items)
+    assert sset.sources == tuple(it.key for it in items) and sset.labels == tuple(it.labels for it in items)
+
+
 def test_five_more_recipes_are_listed_where_users_look(tmp_path, capsys):
     assert main(["bench", "--help"]) == 0
     text = capsys.readouterr().out
