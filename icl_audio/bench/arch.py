@@ -71,6 +71,9 @@ def run_bench(
     if items is None:
         recipe, items, root = dataset_items(cfg)
     else:
+        from icl_audio.recipes import get_recipe
+
+        recipe = recipe or get_recipe(cfg.dataset)
         root = source or str(cfg.root)
     if cfg.protocol is not None and cfg.protocol not in ("folds", "splits"):
         raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    TEST, TRAIN, VAL, HubCopy, HubRow, Item, Recipe, _Collector, hub_items, hub_split, locate, readable,
+    TEST, TRAIN, VAL, HubCopy, Item, Recipe, _Collector, hub_label_and_split, locate, readable,
     report_missing,
 )
 
@@ -67,16 +67,6 @@ def prepare_arca23k_fsd(root: Path, audio_root: Path | None = None) -> list[Item
     return out.items
 
 
-def arca23k_fsd_from_hub(rows: "list[HubRow]") -> list[Item]:
-    """Items of ARCA23K-FSD's hub copy (vtsouval/arca23k-fsd): labels from ``label`` (a ClassLabel of the 70
-    class codes, shown with spaces), ``split`` from the hub split (train / val / test)."""
-    def fields(row: HubRow) -> dict | None:
-        code = str(row.values["label"] or "").strip()
-        return {"labels": (readable(code),), "original_labels": (code,), "split": hub_split(row.split)} if code else None
-
-    return hub_items(TITLE, rows, fields)
-
-
 RECIPE = Recipe(
     name="arca23k-fsd",
     title=TITLE,
@@ -88,7 +78,7 @@ RECIPE = Recipe(
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
     audio_root="the FSD50K folder (FSD50K.dev_audio/, FSD50K.eval_audio/)",
-    hub=HubCopy("vtsouval/arca23k-fsd", ("label",), arca23k_fsd_from_hub,
+    hub=HubCopy("vtsouval/arca23k-fsd", ("label",), hub_label_and_split(TITLE, "label"),
                 note="label (ClassLabel) -> label with spaces; hub splits train/val/test"),
     description=(
         "ARCA23K-FSD: the single-label subset of FSD50K that ARCA23K is compared with, 70 sound event classes "

@@ -413,6 +413,19 @@ def hub_items(title: str, rows: Sequence[HubRow], fields: Callable[[HubRow], dic
     return items
 
 
+def hub_label_and_split(title: str, column: str) -> Callable[[Sequence[HubRow]], list[Item]]:
+    """The mapping of a hub copy whose label is one column (underscores shown as spaces, the value kept
+    as the original label) and whose hub splits are the recipe's (train / validation, devel -> val / test)."""
+    def map_rows(rows: Sequence[HubRow]) -> list[Item]:
+        def fields(row: HubRow) -> dict | None:
+            code = str(row.values[column] or "").strip()
+            return {"labels": (readable(code),), "original_labels": (code,), "split": hub_split(row.split)} if code else None
+
+        return hub_items(title, rows, fields)
+
+    return map_rows
+
+
 def hub_int(row: HubRow, column: str) -> int:
     """An integer column of a hub row (digit strings too); one-line error naming the row otherwise."""
     value = row.values.get(column)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    TEST, TRAIN, VAL, HubCopy, HubRow, Item, Recipe, _Collector, hub_items, hub_split, is_audio, locate, read_csv_rows,
+    TEST, TRAIN, VAL, HubCopy, Item, Recipe, _Collector, hub_label_and_split, is_audio, locate, read_csv_rows,
     readable, report_missing, require_columns,
 )
 
@@ -53,16 +53,6 @@ def prepare_medley_solos_db(root: Path) -> list[Item]:
     return out.items
 
 
-def medley_solos_db_from_hub(rows: "list[HubRow]") -> list[Item]:
-    """Items of Medley-solos-DB's hub copy (vtsouval/medley-solos-db): labels from ``instrument``,
-    ``split`` from the hub split (train / validation -> val / test), the official subsets."""
-    def fields(row: HubRow) -> dict | None:
-        code = str(row.values["instrument"] or "").strip()
-        return {"labels": (readable(code),), "original_labels": (code,), "split": hub_split(row.split)} if code else None
-
-    return hub_items(TITLE, rows, fields)
-
-
 RECIPE = Recipe(
     name="medley-solos-db",
     title=TITLE,
@@ -73,7 +63,7 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
-    hub=HubCopy("vtsouval/medley-solos-db", ("instrument",), medley_solos_db_from_hub,
+    hub=HubCopy("vtsouval/medley-solos-db", ("instrument",), hub_label_and_split(TITLE, "instrument"),
                 note="instrument -> label; hub splits train/validation/test -> train/val/test"),
     description=(
         "Medley-solos-DB: 3 s solo excerpts of 8 instruments (clarinet, distorted electric guitar, "

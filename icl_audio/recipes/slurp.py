@@ -7,7 +7,7 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    TEST, TRAIN, VAL, HubCopy, HubRow, Item, Recipe, _Collector, hub_items, hub_split, readable, report_missing,
+    TEST, TRAIN, VAL, HubCopy, Item, Recipe, _Collector, hub_label_and_split, readable, report_missing,
 )
 
 TITLE = "SLURP"
@@ -77,16 +77,6 @@ def prepare_slurp(root: Path) -> list[Item]:
     return out.items
 
 
-def slurp_from_hub(rows: "list[HubRow]") -> list[Item]:
-    """Items of SLURP's hub copy (marcel-gohsen/slurp): labels from ``intent`` (underscores as spaces),
-    ``split`` from the hub split (train / devel -> val / test)."""
-    def fields(row: HubRow) -> dict | None:
-        code = str(row.values["intent"] or "").strip()
-        return {"labels": (readable(code),), "original_labels": (code,), "split": hub_split(row.split)} if code else None
-
-    return hub_items(TITLE, rows, fields)
-
-
 RECIPE = Recipe(
     name="slurp",
     title=TITLE,
@@ -97,7 +87,7 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
-    hub=HubCopy("marcel-gohsen/slurp", ("intent",), slurp_from_hub,
+    hub=HubCopy("marcel-gohsen/slurp", ("intent",), hub_label_and_split(TITLE, "intent"),
                 note="intent -> label (underscores as spaces); hub splits train/devel/test -> train/val/test"),
     description=(
         "SLURP: spoken commands to a home assistant; label = intent (scenario_action, e.g. "
