@@ -392,9 +392,10 @@ def load_items(spec: HubSpec, *, label_column: str | None = None, audio_column: 
     return items
 
 
-def hub_rows(tables: Iterable[HubTable], columns: Sequence[str] = ()) -> list[HubRow]:
+def hub_rows(tables: Iterable[HubTable], columns: Sequence[str] = (), optional: Sequence[str] = ()) -> list[HubRow]:
     """Every row of ``tables`` as a :class:`HubRow` for a recipe's mapping: its lazy audio, hub split,
-    the file name stored with its audio, and ``columns`` (all non-audio columns when empty)."""
+    the file name stored with its audio, and ``columns`` (all non-audio columns when empty) plus those of
+    ``optional`` the table has."""
     rows: list[HubRow] = []
     for table in tables:
         wanted = list(columns) or [c for c in table.columns if c != table.audio_column]
@@ -402,6 +403,7 @@ def hub_rows(tables: Iterable[HubTable], columns: Sequence[str] = ()) -> list[Hu
         if missing:
             raise SupportSetError(f"{table.name}: no column {', '.join(map(repr, missing))} "
                                   f"(columns: {', '.join(table.columns)})")
+        wanted += [c for c in optional if c in table.dataset.features and c not in wanted]
         values = table.values(wanted)
         paths = table.audio_paths()
         for i, ref in enumerate(table.refs()):
@@ -421,7 +423,7 @@ def recipe_items(recipe: "Recipe", spec: HubSpec, *, audio_column: str = DEFAULT
     tables = open_splits(spec, audio_column=audio_column, splits=None if spec.split else hub.splits,
                          all_splits=spec.split is None and hub.splits is None)
     try:
-        return hub.map_rows(hub_rows(tables, hub.columns))
+        return hub.map_rows(hub_rows(tables, hub.columns, hub.optional))
     except SupportSetError as exc:
         raise SupportSetError(f"{recipe.title or recipe.name} from {describe_source(spec)}: {exc}") from None
 

@@ -227,6 +227,13 @@ def test_recipe_reads_its_hub_copy_through_datasets(tmp_path, monkeypatch):
     assert [(it.labels[0], it.fold, it.speaker) for it in items] == [("neutral", 1, "01"), ("angry", 2, "07"),
                                                                     ("surprised", 4, "24")]
     assert items[1].key == f"hf:{(tmp_path / 'ravdess').resolve()}@train#1"
+    # An optional column a mapping reads when the copy has it: AudioMNIST's speaker_id (no file names here).
+    digits = Dataset.from_dict({"audio": [{"bytes": wav, "path": None}] * 2, "digit": [3, 9], "speaker_id": ["12", "26"]},
+                               features=Features({"audio": feats["audio"], "digit": Value("int64"),
+                                                  "speaker_id": Value("string")}))
+    digits.save_to_disk(str(tmp_path / "digits"))
+    items = hfdata.recipe_items(get_recipe("audiomnist"), hfdata.parse_hf_spec(str(tmp_path / "digits")))
+    assert [(it.labels[0], it.fold, it.speaker) for it in items] == [("three", 1, "12"), ("nine", 2, "26")]
     with pytest.raises(SupportSetError, match=r"RAVDESS from hf:.*bad@train: no column 'labels', 'speaker_id' \(columns: audio, x\)"):
         Dataset.from_dict({"audio": [{"bytes": wav, "path": "a.wav"}], "x": [1]},
                           features=Features({"audio": feats["audio"], "x": Value("int64")})).save_to_disk(str(tmp_path / "bad"))

@@ -82,6 +82,7 @@ RECIPE = Recipe(
     folds=FOLDS,
     layout=LAYOUT,
     hub=HubCopy("gilkeyio/AudioMNIST", ("digit",), audiomnist_from_hub,
+                optional=("speaker_id",),
                 note="digit -> label; speaker_id -> ARCH's speaker fold"),
     description=(
         "AudioMNIST: spoken digits 0-9 (labels 'zero'..'nine') by 60 speakers, clips under 1 s. "

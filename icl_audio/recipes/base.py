@@ -142,6 +142,7 @@ class HubCopy:
     dataset: hub id ("ashraq/esc50"); config: the config to read (None: the default).
     columns: the columns ``map_rows`` needs (checked first: a missing one is one line listing those there are).
     map_rows: pure ``map_rows(rows: Sequence[HubRow]) -> list[Item]``: the recipe's labels, folds, splits.
+    optional: columns ``map_rows`` reads when the copy has them (a speaker column where file names lack it).
     splits: hub splits read (None: every split). note: one line on how columns map to the protocol.
     """
 
@@ -151,6 +152,7 @@ class HubCopy:
     config: str | None = None
     splits: tuple[str, ...] | None = None
     note: str = ""
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ RECIPE = Recipe(
     folds=FOLDS,
     layout=LAYOUT,
     hub=HubCopy("AbstractTTS/CREMA-D", ("major_emotion",), crema_d_from_hub,
+                optional=("speaker_id", "actor_id"),
                 note="major_emotion -> label; actor (fold) from the {actor}_... file name or speaker_id"),
     description=(
         "CREMA-D: 12 sentences spoken by 91 actors (1001-1091) with 6 intended emotions (angry, disgust, "

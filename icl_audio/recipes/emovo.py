@@ -92,6 +92,7 @@ RECIPE = Recipe(
     folds=FOLDS,
     layout=LAYOUT,
     hub=HubCopy("vtsouval/emovo", ("emotion",), emovo_from_hub, config="fold1",
+                optional=("speaker",),
                 note="emotion code -> word; speaker (fold) from the {emo}-{speaker}-... file name"),
     description=(
         "EMOVO: Italian emotional speech by 6 actors (f1-f3, m1-m3) in 7 classes (disgust, joy, "

@@ -124,6 +124,7 @@ RECIPE = Recipe(
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
     hub=HubCopy("marsyas/gtzan", ("genre",), gtzan_from_hub,
+                optional=("file",),
                 note="genre -> label; split: the fault-filtered lists by file name"),
     description=(
         "GTZAN: 10 genres (blues, classical, country, disco, hip hop, jazz, metal, pop, reggae, rock), 100 "

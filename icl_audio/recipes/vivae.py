@@ -69,6 +69,7 @@ RECIPE = Recipe(
     folds=FOLDS,
     layout=LAYOUT,
     hub=HubCopy("vtsouval/vivae", ("label",), vivae_from_hub,
+                optional=("speaker",),
                 note="label -> label; speaker (fold) from the S{speaker}_... file name of each row's audio"),
     description=(
         "VIVAE: non-speech vocalisations (achievement, anger, fear, pain, pleasure, surprise) by 11 "
