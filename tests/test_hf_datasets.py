@@ -210,3 +210,10 @@ def test_parse_hf_spec():
     assert parse_hf_spec("/data/my set@validation", config="c") == HubSpec("/data/my set", "c", "validation")
     with pytest.raises(SupportSetError, match="names split 'test' and --split says 'train'"):
         parse_hf_spec("hf:a/b@test", split="train")
+
+
+def test_library_modules_name_no_command_line_syntax():
+    # As for support.py (test_support_store): the CLI adds the commands to run (cli/render.py:hint_for).
+    root = Path(__file__).resolve().parents[1] / "icl_audio"
+    for name in ("support_set", "support_encode", "support_store", "support_named", "support_spec", "hfdata"):
+        assert "icl-audio " not in (root / f"{name}.py").read_text(), name
