@@ -1,7 +1,7 @@
 """Hugging Face datasets as clip sources: a hub id, a ``save_to_disk`` folder or a folder of parquet files.
 
 The ``datasets`` library (the optional extra ``icl-audio[hf]``) loads the data, with its own cache
-and offline mode; icl-audio reads each row's audio itself, from the stored bytes or path
+and offline mode; this package reads each row's audio itself, from the stored bytes or path
 (``Audio(decode=False)``), through :func:`icl_audio.audio.load_audio` like any file, so no codec
 library is involved and a clip gives the same codes whether it is read from a file or a dataset.
 
