@@ -78,16 +78,42 @@ def parse_hf_spec(text: str, *, config: str | None = None, split: str | None = N
 # ----------------------------------------------------------------------------------------------- rows
 
 
+#: Rows read through one memory map of a split's Arrow files before they are mapped afresh. The pages of
+#: a memory-mapped file that were read stay in this process's resident memory until the file is
+#: unmapped, so without this a pass over a dataset would end up holding all of its audio.
+REMAP_ROWS = 256
+
+
 class _AudioColumn:
-    """The audio column of one opened split, read one row at a time (memory-mapped Arrow underneath)."""
+    """The audio column of one opened split, read one row at a time from its memory-mapped Arrow files,
+    which are mapped afresh every REMAP_ROWS rows (so resident memory stays bounded)."""
 
     def __init__(self, dataset: Any, column: str):
-        self._rows = dataset.select_columns([column])  # no copy: a view of the same Arrow table
-        self._column = column
+        self._dataset, self._column = dataset, column
+        self._files = [f["filename"] for f in dataset.cache_files]
+        self._rows: Any = None
+        self._reads = 0
+
+    def _view(self) -> Any:
+        if self._rows is None or (self._files and self._reads % REMAP_ROWS == 0):
+            self._rows = None  # drop the old map before making the new one
+            self._rows = self._remapped()
+        self._reads += 1
+        return self._rows
+
+    def _remapped(self) -> Any:
+        datasets = _datasets()
+        if self._files:
+            parts = [datasets.Dataset.from_file(f) for f in self._files]
+            view = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+            if len(view) == len(self._dataset) and self._column in view.features:
+                return _audio_undecoded(view.select_columns([self._column]), self._column, "")
+            self._files = []  # not the split's rows one to one (a selection): read it as it is
+        return self._dataset.select_columns([self._column])  # in memory, or a selection: a view, no copy
 
     def read(self, row: int, key: str):
         try:
-            value = self._rows[row][self._column]
+            value = self._view()[row][self._column]
         except Exception as exc:  # noqa: BLE001 - an Arrow or file error of one row skips that row only
             raise AudioError(f"{key}: cannot read the row ({type(exc).__name__}: {exc})") from None
         if not isinstance(value, dict):
