@@ -46,6 +46,8 @@ def describe(source: Any) -> str:
     """A short human name for an audio input (used in errors and outputs)."""
     if isinstance(source, Clip):
         return source.source
+    if _is_lazy(source):
+        return str(source.key)
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, (bytes, bytearray)):
@@ -75,7 +77,9 @@ def load_audio(
         transformers pipelines); shape ``(n,)``, ``(n, channels)`` or ``(channels, n)``;
       - ``(array, sampling_rate)`` or ``{"array": ..., "sampling_rate": ...}``
         (``"raw"`` is accepted for ``"array"``);
-      - a :class:`Clip` (returned as is).
+      - a :class:`Clip` (returned as is);
+      - a lazy reference (``icl_audio.recipes.AudioRef``: a segment of a file, a dataset row): an
+        object with ``key`` and ``open_audio()``, read now and decoded as what that returns, named by its key.
     Multi-channel audio is averaged to mono; other rates are resampled with :func:`resample`
     (torchaudio's default kernel, as Llasa's training codes were made; codes are sensitive to the
     resampler). Clips longer than ``max_seconds`` keep their first ``max_seconds`` (as ARCH
@@ -85,6 +89,10 @@ def load_audio(
     """
     if isinstance(source, Clip):
         return source
+    if _is_lazy(source):
+        # Its bytes (or window of a file) are fetched only now, when the stream reaches it.
+        return load_audio(source.open_audio(), sampling_rate=sampling_rate, name=name or str(source.key),
+                          max_seconds=max_seconds)
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
         samples, rate = _read_file(Path(source), label, max_seconds)
@@ -119,6 +127,10 @@ def load_audio(
         _warn_crop(label, len(mono) / rate, max_seconds)
         mono = mono[: int(max_seconds * rate)]
     return Clip(_finish(mono, rate, label), label)
+
+
+def _is_lazy(x: Any) -> bool:
+    return callable(getattr(x, "open_audio", None)) and hasattr(x, "key")
 
 
 def _is_tensor(x: Any) -> bool:

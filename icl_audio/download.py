@@ -121,6 +121,19 @@ SOURCES: dict[str, Source] = {
         root="",
         note="Checksums: the MD5 values Zenodo publishes for record 1290750.",
     ),
+    # The original archive of GTZAN (genres/{genre}/{genre}.000NN.au). Its SHA-256 is the one torchaudio's
+    # GTZAN dataset pins for this URL (mirdata pins its MD5, 5b3d6dddb579ab49814ab86dba69e7c7). The host is
+    # often offline: --url takes a mirror (e.g. the copy in the marsyas/gtzan hub repository, data/genres.tar.gz),
+    # whose bytes are checked against the same value.
+    "gtzan": Source(
+        name="gtzan",
+        archives=(Archive("http://opihi.cs.uvic.ca/sound/genres.tar.gz", "genres.tar.gz",
+                          checksum="sha256:24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6"),),  # ~ 1.2 GiB
+        root="genres",
+        note=("Checksum: the SHA-256 torchaudio pins for the original archive. The host is often offline; "
+              "--url https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz is a mirror "
+              "(checked against the same value)."),
+    ),
 }
 
 #: Where to get the datasets without a stable checksummed archive (one line each, shown by
@@ -131,6 +144,18 @@ MANUAL: dict[str, str] = {
             "annotations_final.csv from https://mirg.city.ac.uk/datasets/magnatagatune/, and "
             "{train,val,test}_gt_mtt.tsv from https://github.com/jordipons/musicnn-training (data/index/mtt/), "
             "all in one folder; then pass it as --root"),
+    "crema-d": ("CREMA-D keeps its audio in Git LFS (a GitHub zip holds only pointers): `git lfs clone "
+                "https://github.com/CheyneyComputerScience/CREMA-D` (about 9 GB with the videos; AudioWAV/ is "
+                "what the recipe reads), then pass the clone as --root"),
+    "timit": ("TIMIT is licensed by the Linguistic Data Consortium (LDC93S1, https://catalog.ldc.upenn.edu/LDC93S1) "
+              "and cannot be downloaded here; pass the folder holding its TRAIN/ and TEST/ as --root"),
+    "arca23k-fsd": ("ARCA23K-FSD is two Zenodo records whose audio comes as split zips (FSD50K.dev_audio.z01-z05 "
+                    "+ .zip, joined with `zip -s 0`): get ARCA23K-FSD.ground_truth.zip from "
+                    "https://zenodo.org/records/5117901 and the FSD50K audio from https://zenodo.org/records/4060432, "
+                    "then pass the ground truth's folder as --root and the FSD50K folder as --audio-root"),
+    "flusense": ("FluSense's annotations are at https://github.com/Forsad/FluSense-data (flusense_data/*.TextGrid) and "
+                 "its recordings in a Google Drive folder linked from that README, with no checksums: put the "
+                 "recordings below the repository folder and pass it as --root"),
 }
 
 
@@ -147,7 +172,8 @@ def download_dataset(
     """Download, verify and extract dataset ``name`` into folder ``to``; return the recipe root.
 
     name: a recipe name with a stable public archive: see ``SOURCES`` ("esc50", "audiomnist",
-      "fma-small"); aliases such as "ESC-50" work.
+      "fma-small", "irmas", "gtzan"); aliases such as "ESC-50" work. The datasets of ``MANUAL`` raise
+      DownloadError saying in one line where to get them.
     to: download folder (created). Archives land here; interrupted downloads continue from
       ``<archive>.part`` (HTTP Range) on the next call. A finished dataset (marker file
       ``.icl-audio-<name>.done``; one per archive, ``.icl-audio-<archive>.extracted``) is not
@@ -365,6 +391,12 @@ def verify_checksum(path: Path, expected: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------ extraction
+#
+# Not fsutil.build_once: that builds one whole folder, marker inside, into icl-audio's cache. A download
+# folder is the user's; it holds the archives and resumable .part files beside the extracted data, and
+# several archives merge into one dataset folder (FMA: metadata + audio; IRMAS: four parts). So each
+# archive is extracted into a temporary folder inside it and its top-level entries renamed into place
+# (never over anything that exists), with a marker per archive and one per dataset beside the data.
 
 
 def _safe_name(name: str, archive: Path) -> PurePosixPath | None:

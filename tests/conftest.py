@@ -57,6 +57,18 @@ def session_home() -> Path:
     return Path(_SESSION_HOME)
 
 
+@pytest.fixture(autouse=True)
+def _forget_support_sets_made_here():
+    """Support sets a test stores under the session's cache root are removed after it, so that a name
+    one test uses ("pets") never meets another test's set of that name, whatever the order."""
+    root = session_home() / "support"
+    before = set(os.listdir(root)) if root.is_dir() else set()
+    yield
+    if root.is_dir():
+        for name in set(os.listdir(root)) - before:
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
 # -- synthetic audio ---------------------------------------------------------------------------------
 
 

@@ -418,9 +418,174 @@ def make_irmas_tree(root: Path, *, parts=(1, 2, 3), unlabelled: int = 0) -> Path
     return root
 
 
+# ----------------------------------------------------------------------------------- CREMA-D
+
+CREMA_EMOTIONS = ("ANG", "HAP", "SAD")
+
+
+def crema_d_actors() -> list[int]:
+    """One actor of each of the recipe's five folds (the lowest-numbered one)."""
+    from icl_audio.recipes.crema_d import ACTOR_FOLD
+
+    return sorted(min(a for a, f in ACTOR_FOLD.items() if f == fold) for fold in sorted(set(ACTOR_FOLD.values())))
+
+
+def make_crema_d_tree(root: Path, *, emotions=CREMA_EMOTIONS, sentences=("DFA",), lfs_pointers: bool = False) -> Path:
+    """CREMA-D: ``AudioWAV/{actor}_{sentence}_{emotion}_{level}.wav`` (one actor per fold, default 15 clips),
+    plus the repository's ``VideoDemographics.csv``. ``lfs_pointers``: write Git LFS pointer files instead of
+    audio (a clone without ``git lfs pull``). Returns ``root``."""
+    n = 0
+    for actor in crema_d_actors():
+        for e in emotions:
+            for sent in sentences:
+                n += 1
+                path = root / "AudioWAV" / f"{actor}_{sent}_{e}_XX.wav"
+                if lfs_pointers:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+                else:
+                    write_clip(path, e, seed=n)
+    _csv(root / "VideoDemographics.csv", ["ActorID", "Age", "Sex", "Race", "Ethnicity"],
+         [[a, 30, "Female", "Caucasian", "Not Hispanic"] for a in crema_d_actors()])
+    return root
+
+
+# ----------------------------------------------------------------------------------- GTZAN
+
+GTZAN_GENRES = ("blues", "disco", "hiphop")
+
+
+def gtzan_excerpts(genre: str) -> dict[str, int]:
+    """For ``genre``: one excerpt number of each fault-filtered split, and one the split leaves out ("none")."""
+    from icl_audio.recipes.gtzan import FILTERED_SPLIT
+
+    out: dict[str, int] = {}
+    for n in range(100):
+        out.setdefault(FILTERED_SPLIT.get(f"{genre}.{n:05d}", "none"), n)
+    return out
+
+
+def make_gtzan_tree(root: Path, *, layout: str = "au", genres=GTZAN_GENRES) -> Path:
+    """GTZAN: ``genres/{genre}/{genre}.000NN.au`` (the original archive, with its .mf lists) or, with
+    layout="wav", ``genres_original/{genre}/{genre}.000NN.wav``: per genre one excerpt of each filtered
+    split plus one outside it (blues has all its numbers in the split). Returns ``root``."""
+    folder, ext = ("genres", "au") if layout == "au" else ("genres_original", "wav")
+    n = 0
+    for genre in genres:
+        for _, number in sorted(gtzan_excerpts(genre).items()):
+            n += 1
+            write_clip(root / folder / genre / f"{genre}.{number:05d}.{ext}", genre, seed=n)
+    if layout == "au":
+        (root / folder / "bextract_single.mf").write_text("blues/blues.00000.au\tblues\n", encoding="utf-8")
+    return root
+
+
+# ----------------------------------------------------------------------------------- TIMIT
+
+TIMIT_SPEAKERS = (("TRAIN", "DR1", "FCJF0"), ("TRAIN", "DR2", "MARC0"), ("TRAIN", "DR7", "FBLV0"),
+                  ("TEST", "DR1", "MDAB0"), ("TEST", "DR2", "FAEM0"), ("TEST", "DR7", "MDLF0"))
+
+
+def make_timit_tree(root: Path, *, lower: bool = False, riff_copies: bool = False) -> Path:
+    """TIMIT (LDC): ``TIMIT/{TRAIN,TEST}/DR{n}/{speaker}/{SA1,SI1}.WAV`` written as NIST SPHERE files, with
+    the .PHN/.TXT/.WRD annotations beside them (ignored). ``lower``: lower-case names (some copies);
+    ``riff_copies``: an ``SA1.WAV.wav`` RIFF copy beside each .WAV (some re-distributions). 12 clips."""
+    import soundfile as sf
+
+    n = 0
+    for split, region, speaker in TIMIT_SPEAKERS:
+        folder = root / "TIMIT" / split / region / speaker
+        if lower:
+            folder = root / "timit" / split.lower() / region.lower() / speaker.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        for sentence in ("SA1", "SI1"):
+            n += 1
+            name = sentence.lower() if lower else sentence
+            sf.write(str(folder / f"{name}.{'wav' if lower else 'WAV'}"), clip(region, n), SR, format="NIST",
+                     subtype="PCM_16")
+            for ext in ("PHN", "TXT", "WRD"):
+                (folder / f"{name}.{ext.lower() if lower else ext}").write_text("0 4800 h#\n", encoding="utf-8")
+            if riff_copies:
+                sf.write(str(folder / f"{name}.{'wav' if lower else 'WAV'}.wav"), clip(region, n), SR)
+    return root
+
+
+# ----------------------------------------------------------------------------------- ARCA23K-FSD
+
+ARCA_ROWS = (("train", 64760, "Acoustic_guitar"), ("train", 16399, "Bark"), ("train", 16401, "Bark"),
+             ("train", 37199, "Toilet_flush"), ("val", 175151, "Acoustic_guitar"), ("val", 253463, "Toilet_flush"),
+             ("test", 37, "Bark"), ("test", 38, "Toilet_flush"), ("test", 39, "Acoustic_guitar"))
+
+
+def make_arca23k_fsd_tree(root: Path, *, audio_root: Path | None = None, missing: int = 0) -> Path:
+    """ARCA23K-FSD: ``ARCA23K-FSD.ground_truth/{train,val,test}.csv`` (fname,label,...) over FSD50K's audio
+    ``FSD50K.dev_audio/{fname}.wav`` (train, val) and ``FSD50K.eval_audio/{fname}.wav`` (test), written in
+    ``audio_root`` (default: beside the ground truth, in ``root``). 9 clips; ``missing`` extra train rows
+    without audio. Returns ``root``."""
+    audio_root = audio_root or root
+    by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for split, fname, label in ARCA_ROWS:
+        folder = "FSD50K.eval_audio" if split == "test" else "FSD50K.dev_audio"
+        write_clip(audio_root / folder / f"{fname}.wav", label, seed=fname)
+        by_split[split].append([fname, label, "/m/0"])
+    by_split["train"] += [[990000 + i, "Bark", "/m/0"] for i in range(missing)]
+    for split, rows in by_split.items():
+        _csv(root / "ARCA23K-FSD.ground_truth" / f"{split}.csv", ["fname", "label", "mids"], rows)
+    return root
+
+
+# ----------------------------------------------------------------------------------- FluSense
+
+# Per recording: its (label as annotated, seconds) intervals, as in the repository's TextGrids (tier "word",
+# labels with stray spaces, "etc" for the rest).
+FLUSENSE_RECORDINGS = {
+    "-4LOcUpXMzc_30_000-40_000": (("etc", 0.3), ("cough", 0.5), ("speech", 0.6)),
+    "05YBpmCnoOQ": (("sneeze", 0.4), ("etc", 0.2), (" cough", 0.5)),
+    "1EiNSiO0UvU_0_000-10_000": (("speech", 0.6), ("throat-clearing", 0.4)),
+    "2B_QV_5R4Zo": (("cough ", 0.5), ("vomit", 0.4), ("sneeze", 0.4)),
+    "0AWF9zOT8YY": (("throat-clearing", 0.5), ("speech", 0.5), ("", 0.2)),
+}
+
+
+def _textgrid(intervals: list[tuple[float, float, str]]) -> str:
+    end = intervals[-1][1]
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0 ", f"xmax = {end} ",
+             "tiers? <exists> ", "size = 1 ", "item []: ", "    item [1]:", '        class = "IntervalTier" ',
+             '        name = "word" ', "        xmin = 0 ", f"        xmax = {end} ",
+             f"        intervals: size = {len(intervals)} "]
+    for i, (a, b, text) in enumerate(intervals, start=1):
+        lines += [f"        intervals [{i}]:", f"            xmin = {a} ", f"            xmax = {b} ",
+                  f'            text = "{text}" ']
+    return "\n".join(lines) + "\n"
+
+
+def make_flusense_tree(root: Path, *, missing_audio: int = 0) -> Path:
+    """FluSense: ``flusense_data/{recording}.TextGrid`` (Praat long text format) and the recordings
+    ``FluSense audio/{recording}.wav``, each the concatenation of its intervals' tones. 5 recordings,
+    10 usable segments (etc, vomit and empty intervals are not). ``missing_audio``: recordings whose
+    TextGrid has no audio. Returns ``root``."""
+    import soundfile as sf
+
+    for n, (name, intervals) in enumerate(FLUSENSE_RECORDINGS.items()):
+        t, spans, parts = 0.0, [], []
+        for label, seconds in intervals:
+            spans.append((round(t, 6), round(t + seconds, 6), label))
+            parts.append(clip(label.strip() or "none", n, seconds))
+            t += seconds
+        (root / "flusense_data").mkdir(parents=True, exist_ok=True)
+        (root / "flusense_data" / f"{name}.TextGrid").write_text(_textgrid(spans), encoding="utf-8")
+        if n >= len(FLUSENSE_RECORDINGS) - missing_audio:
+            continue
+        (root / "FluSense audio").mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / "FluSense audio" / f"{name}.wav"), np.concatenate(parts), SR)
+    return root
+
+
 #: Registry name -> builder, so a test can build any dataset by recipe name.
 BUILDERS = {
     "esc50": make_esc50_tree, "us8k": make_us8k_tree, "fsd50k": make_fsd50k_tree, "vivae": make_vivae_tree,
     "fma-small": make_fma_small_tree, "mtt": make_mtt_tree, "irmas": make_irmas_tree, "medley-solos-db": make_medley_solos_db_tree, "ravdess": make_ravdess_tree,
     "audiomnist": make_audiomnist_tree, "slurp": make_slurp_tree, "emovo": make_emovo_tree,
+    "crema-d": make_crema_d_tree, "gtzan": make_gtzan_tree, "timit": make_timit_tree,
+    "arca23k-fsd": make_arca23k_fsd_tree, "flusense": make_flusense_tree,
 }

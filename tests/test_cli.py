@@ -195,7 +195,7 @@ def test_help_shows_choices_metavars_and_the_install_hint(cli):
     out = cli("classify", "--help")
     assert out.returncode == 0
     text = " ".join(out.stdout.split())  # help text is wrapped to the terminal
-    for expected in ("<direct|channel>", "<sum|mean>", "auto|cpu|cuda|cuda:N", "--support FOLDER|CSV|NAME", "--k N",
+    for expected in ("<direct|channel>", "<sum|mean>", "auto|cpu|cuda|cuda:N", "--support FOLDER|CSV|hf:ID|NAME", "--k N",
                      "icl-audio[int8]", "[default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]"):
         assert expected in text, expected
     assert "<bool>" not in text and "<str>" not in text and "<int>" not in text

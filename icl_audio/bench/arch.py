@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from icl_audio.bench.clap import CLAP_TEMPLATE
 from icl_audio.bench.config import ALWAYS_METHODS, BenchConfig, BenchError, validate
@@ -31,6 +31,9 @@ from icl_audio.bench.predict import ProgressFactory, _Engine
 from icl_audio.bench.results import finish
 from icl_audio.bench.store import scan_done
 from icl_audio.errors import SupportSetError
+
+if TYPE_CHECKING:
+    from icl_audio.recipes import Item, Recipe
 
 
 @dataclass(frozen=True)
@@ -49,20 +52,29 @@ def run_bench(
     dist: Dist | None = None,
     progress_factory: ProgressFactory | None = None,
     on_prediction: Callable[[RunSpec, str], None] | None = None,
+    recipe: "Recipe | None" = None,
+    items: "Sequence[Item] | None" = None,
+    source: str | None = None,
 ) -> BenchOutcome:
     """Run (or resume) the ARCH benchmark of one dataset; rank 0 writes and returns the results.
 
     ``dist``: this process's rank (default: a one-process run). ``progress_factory(total, text)``
     returns a ``progress(n)`` callback (e.g. ``ProgressBars.bar``). ``on_prediction(run, query)``
     is called after each newly computed prediction (tests count and interrupt with it).
+    ``recipe`` + ``items`` (+ ``source``, naming where they come from): a recipe made at run time and
+    its items (``bench hf``), in place of ``cfg.dataset``'s recipe reading ``cfg.root`` / ``cfg.hf``.
     """
-    from icl_audio.recipes import get_recipe
+    from icl_audio.bench.sources import dataset_items
 
     cfg = validate(cfg)
     dist = dist or Dist()
-    recipe = get_recipe(cfg.dataset)
-    root = Path(cfg.root).expanduser().resolve()
-    items = recipe.prepare(root)
+    if items is None:
+        recipe, items, root = dataset_items(cfg)
+    else:
+        from icl_audio.recipes import get_recipe
+
+        recipe = recipe or get_recipe(cfg.dataset)
+        root = source or str(cfg.root)
     if cfg.protocol is not None and cfg.protocol not in ("folds", "splits"):
         raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")
     chosen = select_units(recipe, items, cfg.folds, root, cfg.protocol)

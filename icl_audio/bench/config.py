@@ -31,7 +31,10 @@ class BenchError(ICLAudioError):
 class BenchConfig:
     """One `icl-audio bench DATASET` invocation.
 
-    dataset: recipe name (``icl_audio.recipes.RECIPES``); root: its folder in the official layout.
+    dataset: recipe name (``icl_audio.recipes.RECIPES``); root: its folder in the official layout, or
+    hf: its Hugging Face hub copy in place of ``root`` (a hub id or a local save_to_disk / parquet
+    folder with the copy's columns; hf_config: its config); audio_root: a second folder a recipe reads
+    its audio from (ARCA23K-FSD: FSD50K's).
     ks: demonstration counts (k=0 is zero-shot icl); modes: scoring modes of the icl methods.
     folds: evaluation units to run (fold numbers or split names), None for all the dataset has.
     limit: queries per unit (a seeded subsample in dataset order), None for all.
@@ -44,7 +47,7 @@ class BenchConfig:
     """
 
     dataset: str
-    root: Path
+    root: Path | None = None
     ks: tuple[int, ...] = DEFAULT_KS
     modes: tuple[str, ...] = MODES
     folds: tuple[int | str, ...] | None = None
@@ -59,6 +62,9 @@ class BenchConfig:
     clip_seconds: float | None = None
     clap_model: str = DEFAULT_CLAP
     probe_epochs: int = 200
+    hf: str | None = None
+    hf_config: str | None = None
+    audio_root: Path | None = None
 
     @property
     def out_dir(self) -> Path:

@@ -61,7 +61,8 @@ PROTOCOL_NOTE = (
 # Settings a suite file may give at top level (shared) or per dataset; key -> BenchConfig field.
 _SETTINGS = {"k": "ks", "mode": "modes", "modes": "modes", "methods": "methods", "limit": "limit", "model": "model",
              "codec": "codec", "device": "device", "seed": "seed", "folds": "folds", "protocol": "protocol",
-             "clip_seconds": "clip_seconds", "clap_model": "clap_model", "probe_epochs": "probe_epochs"}
+             "clip_seconds": "clip_seconds", "clap_model": "clap_model", "probe_epochs": "probe_epochs",
+             "hf": "hf", "config": "hf_config", "audio_root": "audio_root"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
         [datasets]
         esc50 = "/data/ESC-50-master"                    # name = root
         fsd50k = { root = "/data/FSD50K", limit = 100 }  # or a table: root + per-dataset settings
+        gtzan = { hf = "marsyas/gtzan" }                 # or its hub copy (hf, config) in place of root
+        arca23k-fsd = { root = "/data/ARCA23K", audio_root = "/data/FSD50K" }
 
     Relative roots and ``out`` are taken relative to the file. Every config is validated here,
     so a typo fails before the first dataset runs.
@@ -128,11 +131,12 @@ def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
         where = f"suite file {path}, [datasets] {name}"
         if isinstance(entry, str):
             entry = {"root": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("root"), str):
-            raise BenchError(f"{where}: give the dataset folder, e.g. {name} = \"/data/{name}\" or {{ root = \"...\" }}")
-        root = Path(entry["root"]).expanduser()
-        cfg = BenchConfig(dataset=recipe.name, root=root if root.is_absolute() else base_dir / root,
-                          out=Path(suite_out) / recipe.name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("root", entry.get("hf")), str):
+            raise BenchError(f"{where}: give the dataset folder, e.g. {name} = \"/data/{name}\" or {{ root = \"...\" }}, "
+                             f"or its hub copy {{ hf = \"OWNER/NAME\" }}")
+        entry = {k: (_relative(v, base_dir) if k in ("root", "audio_root") and isinstance(v, str) else v)
+                 for k, v in entry.items()}
+        cfg = BenchConfig(dataset=recipe.name, root=entry.get("root"), out=Path(suite_out) / recipe.name)
         for key, value in data.items():
             cfg = _setting(cfg, key, value, f"suite file {path}")
         for key, value in entry.items():
@@ -141,6 +145,11 @@ def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
         validate(cfg)
         configs.append(cfg)
     return SuiteSpec(tuple(configs), Path(suite_out), path)
+
+
+def _relative(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
 
 
 def headline(results: Mapping[str, Any]) -> dict[str, Any]:

@@ -76,6 +76,7 @@ def quiet_third_parties() -> None:
         ("TRANSFORMERS_VERBOSITY", "error"),
         ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
         ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),  # datasets' "Generating train split" bars
         ("HF_HUB_VERBOSITY", "error"),
         ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
     ):

@@ -58,8 +58,10 @@ def check_inputs(paths: list[str]) -> None:
 def classify(
     audio: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files to classify (wav, flac, ogg, mp3, ...)."),
     support: str = typer.Option(
-        ..., "--support", "-s", metavar="FOLDER|CSV|NAME",
-        help="A folder with one sub-folder of clips per label, a CSV (path,label), or a stored set's name (./NAME for a folder named like a set).",
+        ..., "--support", "-s", metavar="FOLDER|CSV|hf:ID|NAME",
+        help="A folder with one sub-folder of clips per label, a CSV (path,label), a Hugging Face dataset "
+             "hf:OWNER/NAME[:CONFIG][@SPLIT] (or hf:/path/to/folder; label column: its only ClassLabel column or "
+             "'label'), or a stored set's name (./NAME for a folder named like a set).",
     ),
     k: int = typer.Option(4, "--k", metavar="N", help="Demonstrations retrieved per query (0 = zero-shot)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,...", help="Candidate labels, comma-separated (default: the support set's)."),

@@ -21,7 +21,7 @@ def abbreviate_speech(text: str) -> str:
 @app.command("prompt")
 def prompt(
     audio: List[str] = typer.Argument(..., metavar="AUDIO", help="Audio files (wav, flac, ogg, mp3, ...)."),
-    support: str = typer.Option(..., "--support", "-s", metavar="FOLDER|CSV|NAME", help="As for classify."),
+    support: str = typer.Option(..., "--support", "-s", metavar="FOLDER|CSV|hf:ID|NAME", help="As for classify."),
     k: int = typer.Option(4, "--k", metavar="N", help="Demonstrations retrieved per query (0 = zero-shot)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,...", help="Candidate labels, comma-separated (default: the support set's)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM, as for classify."),

@@ -76,7 +76,10 @@ class ProgressBars:
 
 def hint_for(exc: BaseException) -> str | None:
     """The command to run next for a library error, if there is one (the library names no CLI syntax)."""
-    support = sys.modules.get("icl_audio.support")  # not imported: none of its errors can be this one
+    hfdata = sys.modules.get("icl_audio.hfdata")
+    if hfdata is not None and isinstance(exc, hfdata.LabelColumnError):
+        return f"name it with `icl-audio support build NAME --hf {exc.source[len('hf:'):]} --label-column COLUMN`"
+    support = sys.modules.get("icl_audio.support_set")  # not imported: none of its errors can be this one
     if support is None:
         return None
     name = getattr(exc, "set_name", None)

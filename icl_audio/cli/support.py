@@ -55,14 +55,63 @@ def select_items(items, *, split: str | None = None, folds: list[int] | None = N
     return items
 
 
+def read_source(*, dataset, root, audio_root, folder, csv_file, hf, config, label_column, audio_column, split):
+    """The items a `support build` names (read before any model loads), what to record as their source,
+    whether they are multi-label (None: from the items), and the --split still to apply to them."""
+    from icl_audio import recipes
+    from icl_audio.errors import SupportSetError
+
+    sources = [x for x in (dataset, folder, csv_file, hf if dataset is None else None) if x is not None]
+    if len(sources) != 1:
+        raise SupportSetError("give exactly one source: --dataset D --root DIR (or --hf ID), --folder DIR, --csv FILE or --hf ID")
+    if hf is None and (config is not None or label_column is not None or audio_column != "audio"):
+        raise SupportSetError("--config, --label-column and --audio-column go with --hf")
+    if audio_root is not None and (dataset is None or root is None):
+        raise SupportSetError("--audio-root goes with --dataset D --root DIR")
+    if dataset is not None:
+        recipe = recipes.get_recipe(dataset)
+        if (root is None) == (hf is None):
+            hub = f" or --hf {recipe.hub.dataset}" if recipe.hub else ""
+            raise SupportSetError(f"--dataset {dataset} needs --root /path/to/{dataset}{hub} (one of them)")
+        if hf is not None:
+            from icl_audio import hfdata
+
+            if label_column is not None:
+                raise SupportSetError(f"--label-column: the {recipe.name} recipe maps its hub copy's columns itself")
+            items = hfdata.recipe_items(recipe, hfdata.parse_hf_spec(hf, config=config), audio_column=audio_column)
+            return items, {"kind": "dataset", "dataset": recipe.name, "hf": hf}, recipe.multi_label, split
+        if audio_root is not None:
+            if recipe.audio_root is None:
+                raise SupportSetError(f"--audio-root: the {recipe.name} recipe reads its audio from --root")
+            items = recipe.prepare(root, audio_root=audio_root)
+        else:
+            items = recipe.prepare(root)
+        return items, {"kind": "dataset", "dataset": recipe.name, "root": str(root.resolve())}, recipe.multi_label, split
+    if folder is not None:
+        return recipes.from_folder(folder), {"kind": "folder", "path": str(folder.resolve())}, None, split
+    if csv_file is not None:
+        return recipes.from_csv(csv_file), {"kind": "csv", "path": str(csv_file.resolve())}, None, split
+    from icl_audio import hfdata
+
+    spec = hfdata.parse_hf_spec(hf, config=config, split=split)
+    items = hfdata.load_items(spec, label_column=label_column, audio_column=audio_column)
+    # The split chose the dataset's split already; its items carry the canonical name ("validation" -> "val").
+    return items, {"kind": "hf", "spec": hf, "split": spec.split, "label_column": label_column}, None, None
+
+
 @support_app.command("build")
 def build(
     name: str = typer.Argument(..., help="Name to store the set under (letters, digits, . _ -)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="ARCH dataset recipe (esc50, us8k, fsd50k, ...); needs --root."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset recipe (esc50, us8k, fsd50k, ..., crema-d, gtzan, timit, arca23k-fsd, flusense); needs --root, or --hf for its hub copy."),
     root: Optional[Path] = typer.Option(None, "--root", help="The dataset's folder, in its official layout."),
+    audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="ARCA23K-FSD: the FSD50K folder holding its audio (default: beside --root)."),
     folder: Optional[Path] = typer.Option(None, "--folder", help="A folder with one sub-folder of clips per label."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="A CSV with columns path,label[,split] (';' separates labels)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Keep one split (e.g. train, test)."),
+    hf: Optional[str] = typer.Option(None, "--hf", metavar="OWNER/NAME|FOLDER", help="A Hugging Face dataset: hub id, save_to_disk folder or folder of parquet files (pip install 'icl-audio[hf]'); with --dataset, the recipe's hub copy."),
+    config: Optional[str] = typer.Option(None, "--config", help="--hf: the dataset's config."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="--hf: the label column [default: the only ClassLabel column, or 'label']."),
+    audio_column: str = typer.Option("audio", "--audio-column", help="--hf: the audio column."),
+    split: Optional[str] = typer.Option(None, "--split", help="Keep one split (e.g. train, test); with --hf alone, the dataset's split [default: train]."),
     folds: Optional[str] = typer.Option(None, "--folds", help="Keep these folds, e.g. 1,2,3."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="At most N clips per label."),
     model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM whose embeddings index the set."),
@@ -71,32 +120,16 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Encode labelled clips once into a named support set (resumable: a re-run encodes only what is missing)."""
-    from icl_audio import recipes
     from icl_audio import support as store
     from icl_audio.cli.render import ProgressBars, stderr_console
     from icl_audio.errors import SupportSetError
 
     store.validate_name(name)
-    sources = [x for x in (dataset, folder, csv_file) if x is not None]
-    if len(sources) != 1:
-        raise SupportSetError("give exactly one source: --dataset D --root DIR, --folder DIR or --csv FILE")
     if split is not None and folds is not None:
         raise SupportSetError("give --split or --folds, not both")
-    if dataset is not None:
-        if root is None:
-            raise SupportSetError(f"--dataset {dataset} needs --root /path/to/{dataset}")
-        recipe = recipes.get_recipe(dataset)
-        items = recipe.prepare(root)
-        source = {"kind": "dataset", "dataset": recipe.name, "root": str(root.resolve())}
-        multi_label = recipe.multi_label
-    elif folder is not None:
-        items = recipes.from_folder(folder)
-        source = {"kind": "folder", "path": str(folder.resolve())}
-        multi_label = None
-    else:
-        items = recipes.from_csv(csv_file)
-        source = {"kind": "csv", "path": str(csv_file.resolve())}
-        multi_label = None
+    items, source, multi_label, split = read_source(dataset=dataset, root=root, audio_root=audio_root, folder=folder,
+                                                    csv_file=csv_file, hf=hf, config=config, label_column=label_column,
+                                                    audio_column=audio_column, split=split)
     items = select_items(items, split=split, folds=parse_folds(folds), per_class=per_class)
     store.check_models(name, model=model, codec=codec)  # refuse a model/codec change before loading them
     from icl_audio.classifier import ICLClassifier
@@ -200,8 +233,9 @@ def rm(name: str = typer.Argument(...)) -> None:
 
 @support_app.command("download")
 def download(
-    dataset: str = typer.Argument(..., help="Dataset with a stable public archive (esc50, audiomnist, fma-small, irmas); "
-                                  "for the others it says where to get them."),
+    dataset: str = typer.Argument(..., help="Dataset with a stable public archive (esc50, audiomnist, fma-small, irmas, "
+                                  "gtzan); for the others (mtt, crema-d, timit, arca23k-fsd, flusense, ...) it says "
+                                  "where to get them."),
     to: Path = typer.Option(..., "--to", help="Folder to download and extract into."),
     sha256: Optional[str] = typer.Option(None, "--checksum", help="Expected checksum of the archive, 'sha256:HEX' (or a bare SHA-256); pins GitHub zips, which publish none."),
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL instead (a mirror)."),

@@ -1,8 +1,9 @@
-"""Dataset recipes: the registry of ARCH benchmark datasets and the generic folder / CSV sources.
+"""Dataset recipes: the registry of benchmark datasets (ARCH's twelve, five more) and the generic folder / CSV sources.
 
 Every recipe is a pure function ``prepare(root) -> list[Item]`` over the dataset's official
 on-disk layout (lhotse style); :class:`Recipe` adds what the benchmark needs to evaluate it the
-ARCH way (clip length, folds or splits, :meth:`Recipe.split_items`). Import-light: stdlib only.
+ARCH way (clip length, folds or splits, :meth:`Recipe.split_items`) and, in ``Recipe.hub``, how the
+rows of its Hugging Face hub copy map to the same items. Import-light: stdlib only.
 
     >>> recipe = get_recipe("esc50")
     >>> items = recipe.prepare(Path("~/data/ESC-50-master"))
@@ -16,23 +17,30 @@ import re
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes import (
-    audiomnist, emovo, esc50, fma_small, fsd50k, irmas, medley_solos_db, mtt, ravdess, slurp, us8k, vivae,
+    arca23k_fsd, audiomnist, crema_d, emovo, esc50, flusense, fma_small, fsd50k, gtzan, irmas, medley_solos_db, mtt,
+    ravdess, slurp, timit, us8k, vivae,
 )
 from icl_audio.recipes.base import (
-    AUDIO_EXTENSIONS, TEST, TRAIN, VAL, Item, Recipe, random_split, readable, seeded_order,
+    AUDIO_EXTENSIONS, TEST, TRAIN, VAL, AudioRef, HubCopy, HubRow, Item, Recipe, Segment, random_split, readable,
+    seeded_order,
 )
 from icl_audio.recipes.generic import LABEL_SEPARATOR, from_csv, from_folder
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "LABEL_SEPARATOR", "RECIPES", "TEST", "TRAIN", "VAL", "Item", "Recipe",
+    "ARCH_DATASETS", "AUDIO_EXTENSIONS", "LABEL_SEPARATOR", "RECIPES", "TEST", "TRAIN", "VAL", "AudioRef", "HubCopy",
+    "HubRow", "Item", "Recipe", "Segment",
     "from_csv", "from_folder", "get_recipe", "random_split", "readable", "seeded_order",
 ]
 
-#: Registry name -> recipe, in the order of the ARCH paper's tables.
+#: Registry name -> recipe: ARCH's twelve in the order of its tables, then the five more the prototype
+#: this project grew from evaluates (CREMA-D, GTZAN, TIMIT dialect regions, ARCA23K-FSD, FluSense).
 RECIPES: dict[str, Recipe] = {
     m.RECIPE.name: m.RECIPE
-    for m in (esc50, us8k, fsd50k, vivae, fma_small, mtt, irmas, medley_solos_db, ravdess, audiomnist, slurp, emovo)
+    for m in (esc50, us8k, fsd50k, vivae, fma_small, mtt, irmas, medley_solos_db, ravdess, audiomnist, slurp, emovo,
+              crema_d, gtzan, timit, arca23k_fsd, flusense)
 }
+#: The twelve datasets of the ARCH benchmark (the others have no published ARCH numbers).
+ARCH_DATASETS: tuple[str, ...] = tuple(RECIPES)[:12]
 
 
 def _key(name: str) -> str:
@@ -46,6 +54,10 @@ _ALIASES: dict[str, str] = {_key(n): n for n in RECIPES} | {
     _key("fma"): "fma-small",
     _key("audio-mnist"): "audiomnist",
     _key("magnatagatune"): "mtt",
+    _key("cremad"): "crema-d",
+    _key("gtzan-genre"): "gtzan",
+    _key("timit-dialect"): "timit",
+    _key("arca23k"): "arca23k-fsd",
 }
 
 

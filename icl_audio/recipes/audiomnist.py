@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import Item, Recipe, locate, log
+from icl_audio.recipes.base import HubCopy, HubRow, Item, Recipe, hub_items, locate, log
 
 TITLE = "AudioMNIST"
 LAYOUT = "data/{speaker 01..60}/{digit}_{speaker}_{rep}.wav"
@@ -52,6 +52,26 @@ def prepare_audiomnist(root: Path) -> list[Item]:
     return items
 
 
+def audiomnist_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of AudioMNIST's hub copy (gilkeyio/AudioMNIST, train + test): the digit from ``digit``, the
+    speaker from ``speaker_id`` (or the ``{digit}_{speaker}_{rep}.wav`` file name of the audio path) and
+    so ARCH's fold; the hub's own train/test division is not used."""
+    def fields(row: HubRow) -> dict:
+        digit = str(row.values["digit"]).strip()
+        m = _NAME.match(row.file_name)
+        speaker_text = str(row.values.get("speaker_id") or (m.group(2) if m else "")).strip()
+        if not (digit.isdigit() and 0 <= int(digit) <= 9):
+            raise SupportSetError(f"{row.ref.key}: column 'digit' must be 0-9, got {row.values['digit']!r}")
+        if not speaker_text.isdigit() or int(speaker_text) not in SPEAKER_FOLD:
+            raise SupportSetError(f"{row.ref.key}: no speaker 1-60 (column 'speaker_id' or the file name): "
+                                  "ARCH's speaker folds cannot be assigned")
+        speaker = int(speaker_text)
+        return {"labels": (DIGITS[int(digit)],), "original_labels": (digit,), "fold": SPEAKER_FOLD[speaker],
+                "speaker": f"{speaker:02d}"}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="audiomnist",
     title=TITLE,
@@ -61,6 +81,9 @@ RECIPE = Recipe(
     clip_seconds=5.0,
     folds=FOLDS,
     layout=LAYOUT,
+    hub=HubCopy("gilkeyio/AudioMNIST", ("digit",), audiomnist_from_hub,
+                optional=("speaker_id",),
+                note="digit -> label; speaker_id -> ARCH's speaker fold"),
     description=(
         "AudioMNIST: spoken digits 0-9 (labels 'zero'..'nine') by 60 speakers, clips under 1 s. "
         "ARCH protocol: 5 speaker-independent folds of 12 speakers (AudioMNIST's own split sets, "

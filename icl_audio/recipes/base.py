@@ -8,8 +8,8 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from icl_audio.errors import SupportSetError
 
@@ -27,20 +27,25 @@ TRAIN, VAL, TEST = "train", "val", "test"
 class Item:
     """One labelled clip of a dataset or support set.
 
-    path: the audio file (exists on disk when a recipe returns it).
+    path: the audio file (exists on disk when a recipe returns it); for a segment, the recording it is
+      cut from; None for a row of a Hugging Face dataset.
     labels: readable English labels the LLM reads ("car horn", "fear"); one for single-label data.
     original_labels: the dataset's own codes, same order as ``labels`` ("car_horn", "pau").
     split: "train" | "val" | "test" for split datasets (None for fold datasets).
     fold: evaluation fold for fold datasets (for leave-one-speaker-out, the speaker's fold number).
     speaker: speaker / actor id when the dataset has one.
+    ref: a lazy audio reference when the clip is not a whole file: a :class:`Segment` of a recording,
+      or a dataset row (``icl_audio.hfdata.DatasetRow``). It carries its own ``key`` and is read only
+      when the audio is loaded, so an Item never holds audio bytes.
     """
 
-    path: Path
+    path: Path | None
     labels: tuple[str, ...]
     original_labels: tuple[str, ...]
     split: str | None = None
     fold: int | None = None
     speaker: str | None = None
+    ref: "AudioRef | None" = None
 
     @property
     def label(self) -> str:
@@ -50,13 +55,104 @@ class Item:
     @property
     def key(self) -> str:
         """The stable reference that names this clip wherever one is stored: support sets, prediction
-        files, episode files, seeded subsamples. For a file, its path."""
-        return str(self.path)
+        files, episode files, seeded subsamples. A file: its path; a segment: ``PATH#t=START,END``;
+        a dataset row: ``hf:OWNER/NAME[:CONFIG]@SPLIT#ROW``."""
+        return self.ref.key if self.ref is not None else str(self.path)
 
     @property
     def audio(self):
-        """What to hand to :func:`icl_audio.audio.load_audio` (and so to ``stream_codes``) for this clip."""
-        return self.path
+        """What to hand to :func:`icl_audio.audio.load_audio` (and so to ``stream_codes``) for this clip:
+        the file's path, or the lazy reference (read when the stream reaches it)."""
+        return self.ref if self.ref is not None else self.path
+
+
+class AudioRef:
+    """A clip that is not a whole file, read only when needed. Subclasses give ``key`` (a stable name)
+    and ``open_audio()``, which returns what :func:`icl_audio.audio.load_audio` accepts (bytes, a path,
+    ``(samples, rate)``) or raises :class:`icl_audio.errors.AudioError` in one line."""
+
+    key: str
+
+    def open_audio(self):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class Segment(AudioRef):
+    """The time window ``[start, end)`` seconds of an audio file, read without cutting the file on disk.
+
+    Its key is the file's path with a W3C Media Fragments time range: ``/data/rec.wav#t=1.25,3.5``.
+    Only the window's frames are decoded (soundfile seeks to ``start``).
+    """
+
+    path: Path
+    start: float
+    end: float
+
+    @property
+    def key(self) -> str:  # type: ignore[override]
+        return f"{self.path}#t={self.start:g},{self.end:g}"
+
+    def open_audio(self):
+        import soundfile as sf
+
+        from icl_audio.errors import AudioError
+
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                rate = f.samplerate
+                first = min(int(round(self.start * rate)), f.frames)
+                last = min(int(round(self.end * rate)), f.frames)
+                f.seek(first)
+                samples = f.read(frames=max(last - first, 0), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise AudioError(f"{self.key}: cannot read audio ({reason})") from None
+        return samples, rate
+
+
+@dataclass(frozen=True)
+class HubRow:
+    """One row of a dataset's hub copy, as a recipe's mapping sees it (never its audio bytes).
+
+    ref: the lazy audio reference (``ref.key`` names the row: ``hf:OWNER/NAME@SPLIT#ROW``).
+    split: the hub split the row comes from ("train", "validation", ...).
+    values: the row's other columns; ClassLabel values as their names.
+    audio_path: the file name stored with the audio, when the copy kept it ("1-100032-A-0.wav").
+    """
+
+    ref: "AudioRef"
+    split: str
+    values: Mapping[str, Any]
+    audio_path: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The last component of ``audio_path`` ("" when there is none), whatever its separators."""
+        return PurePosixPath(str(self.audio_path or "").replace("\\", "/")).name
+
+
+@dataclass(frozen=True)
+class HubCopy:
+    """Where a recipe's dataset lives on the Hugging Face hub and how its rows map to the recipe's items.
+
+    dataset: hub id ("ashraq/esc50"); config: the config to read (None: the default).
+    columns: the columns ``map_rows`` needs (checked first: a missing one is one line listing those there are).
+    map_rows: pure ``map_rows(rows: Sequence[HubRow]) -> list[Item]``: the recipe's labels, folds, splits.
+    optional: columns ``map_rows`` reads when the copy has them (a speaker column where file names lack it).
+    splits: hub splits read (None: every split). note: one line on how columns map to the protocol.
+    """
+
+    dataset: str
+    columns: tuple[str, ...]
+    map_rows: "Callable[[Sequence[HubRow]], list[Item]]"
+    config: str | None = None
+    splits: tuple[str, ...] | None = None
+    note: str = ""
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +171,9 @@ class Recipe:
       title: display name ("ESC-50").
       splits: split names items can carry (``Item.split``), or None.
       layout: one line describing the expected on-disk layout (used in error messages).
+    hub: its Hugging Face hub copy and the mapping of its columns, or None.
+    audio_root: for a dataset whose audio sits in another dataset's folder (ARCA23K-FSD: FSD50K's),
+      what that folder is; ``prepare`` then also takes ``audio_root=``.
 
     RAVDESS is the one dataset with both: ``protocol="splits"`` (ARCH's seeded random 80/20 in
     ``Item.split``) and speaker-independent ``folds`` in ``Item.fold``; pass
@@ -91,6 +190,8 @@ class Recipe:
     title: str = ""
     splits: tuple[str, ...] | None = None
     layout: str = ""
+    hub: HubCopy | None = None
+    audio_root: str | None = None
 
     def __call__(self, root: Path | str) -> list[Item]:
         """Shorthand for ``prepare(Path(root))``."""
@@ -285,3 +386,52 @@ class _Collector:
             self.items.append(Item(path=path, **kw))
         else:
             self.missing.append(path)
+
+
+# --------------------------------------------------------------------------- helpers for hub copies
+
+#: Hub split names -> the canonical split names.
+HUB_SPLITS: dict[str, str] = {"train": TRAIN, "training": TRAIN, "validation": VAL, "valid": VAL, "val": VAL,
+                              "dev": VAL, "devel": VAL, "test": TEST, "testing": TEST, "eval": TEST}
+
+
+def hub_split(name: str) -> str:
+    """A hub split name as recipes name splits ("validation" -> "val", "devel" -> "val"); others unchanged."""
+    return HUB_SPLITS.get(str(name).lower(), str(name))
+
+
+def hub_items(title: str, rows: Sequence[HubRow], fields: Callable[[HubRow], dict | None]) -> list[Item]:
+    """Items of the hub ``rows`` whose ``fields(row)`` (Item keyword arguments: labels, original_labels,
+    split, fold, speaker) is not None; rows mapped to None are left out (logged). Raises when none is left."""
+    items: list[Item] = []
+    for row in rows:
+        kw = fields(row)
+        if kw is not None:
+            items.append(Item(path=None, ref=row.ref, **kw))
+    if len(items) < len(rows):
+        log.info("%s hub copy: left out %d of %d rows (no usable label)", title, len(rows) - len(items), len(rows))
+    if not items:
+        raise SupportSetError(f"none of its {len(rows)} rows has a usable label")
+    return items
+
+
+def hub_label_and_split(title: str, column: str) -> Callable[[Sequence[HubRow]], list[Item]]:
+    """The mapping of a hub copy whose label is one column (underscores shown as spaces, the value kept
+    as the original label) and whose hub splits are the recipe's (train / validation, devel -> val / test)."""
+    def map_rows(rows: Sequence[HubRow]) -> list[Item]:
+        def fields(row: HubRow) -> dict | None:
+            code = str(row.values[column] or "").strip()
+            return {"labels": (readable(code),), "original_labels": (code,), "split": hub_split(row.split)} if code else None
+
+        return hub_items(title, rows, fields)
+
+    return map_rows
+
+
+def hub_int(row: HubRow, column: str) -> int:
+    """An integer column of a hub row (digit strings too); one-line error naming the row otherwise."""
+    value = row.values.get(column)
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        raise SupportSetError(f"{row.ref.key}: column {column!r} must be an integer, got {value!r}") from None

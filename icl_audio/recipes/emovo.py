@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import Item, Recipe, log
+from icl_audio.recipes.base import HubCopy, HubRow, Item, Recipe, hub_items, log
 
 TITLE = "EMOVO"
 LAYOUT = "EMOVO/{f1,f2,f3,m1,m2,m3}/{emo}-{speaker}-{sentence}.wav"
@@ -58,6 +58,30 @@ def prepare_emovo(root: Path) -> list[Item]:
     return items
 
 
+def emovo_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of EMOVO's hub copy (vtsouval/emovo, config fold1 with all its splits): the emotion code from
+    ``emotion`` (dis -> "disgust" ...), the speaker from the original file name kept in the audio path
+    (``{emo}-{speaker}-{sentence}.wav``) or a ``speaker`` column, and so the leave-one-speaker-out fold.
+    A clip listed in several splits of the config counts once."""
+    seen: set[str] = set()
+
+    def fields(row: HubRow) -> dict | None:
+        if row.file_name and row.file_name in seen:
+            return None
+        seen.add(row.file_name)
+        code = str(row.values["emotion"]).strip().lower()
+        m = _NAME.match(row.file_name)
+        speaker = (m.group(2) if m else str(row.values.get("speaker") or "")).strip().lower()
+        if code not in EMOTIONS:
+            raise SupportSetError(f"{row.ref.key}: unknown emotion code {code!r} (expected {', '.join(EMOTIONS)})")
+        if speaker not in SPEAKER_FOLD:
+            raise SupportSetError(f"{row.ref.key}: no speaker f1..m3 (no {{emo}}-{{speaker}}-... file name in its "
+                                  "audio path, no speaker column): the speaker folds cannot be assigned")
+        return {"labels": (EMOTIONS[code],), "original_labels": (code,), "fold": SPEAKER_FOLD[speaker], "speaker": speaker}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="emovo",
     title=TITLE,
@@ -67,6 +91,9 @@ RECIPE = Recipe(
     clip_seconds=5.0,
     folds=FOLDS,
     layout=LAYOUT,
+    hub=HubCopy("vtsouval/emovo", ("emotion",), emovo_from_hub, config="fold1",
+                optional=("speaker",),
+                note="emotion code -> word; speaker (fold) from the {emo}-{speaker}-... file name"),
     description=(
         "EMOVO: Italian emotional speech by 6 actors (f1-f3, m1-m3) in 7 classes (disgust, joy, "
         "neutral, fear, anger, surprise, sadness). ARCH protocol: leave one speaker out; fold = "

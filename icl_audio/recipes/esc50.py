@@ -6,7 +6,8 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    Item, Recipe, _Collector, locate, read_csv_rows, readable, report_missing, require, require_columns,
+    HubCopy, HubRow, Item, Recipe, _Collector, hub_int, hub_items, locate, read_csv_rows, readable, report_missing,
+    require, require_columns,
 )
 
 TITLE = "ESC-50"
@@ -40,6 +41,16 @@ def prepare_esc50(root: Path) -> list[Item]:
     return out.items
 
 
+def esc50_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of ESC-50's hub copy (ashraq/esc50: the metadata columns beside ``audio``): labels from
+    ``category`` as in :func:`prepare_esc50`, ``fold`` from ``fold``."""
+    def fields(row: HubRow) -> dict:
+        code = str(row.values["category"]).strip()
+        return {"labels": (readable(code),), "original_labels": (code,), "fold": hub_int(row, "fold")}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="esc50",
     title=TITLE,
@@ -49,6 +60,8 @@ RECIPE = Recipe(
     clip_seconds=5.0,
     folds=FOLDS,
     layout=LAYOUT,
+    hub=HubCopy("ashraq/esc50", ("category", "fold"), esc50_from_hub,
+                note="category -> label (underscores as spaces), fold -> fold"),
     description=(
         "ESC-50: 50 environmental sound classes (animals, natural soundscapes, human non-speech, "
         "domestic, urban), 5 s clips. Labels are the category names with spaces. ARCH protocol: "

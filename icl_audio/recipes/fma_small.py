@@ -6,7 +6,9 @@ import csv
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import TEST, TRAIN, VAL, Item, Recipe, locate, random_split, report_missing, require
+from icl_audio.recipes.base import (
+    TEST, TRAIN, VAL, HubCopy, HubRow, Item, Recipe, locate, random_split, report_missing, require,
+)
 
 TITLE = "FMA-small"
 LAYOUT = ("fma_metadata/tracks.csv and fma_small/{id//1000:03d}/{id:06d}.mp3 "
@@ -87,6 +89,23 @@ def prepare_fma_small(root: Path) -> list[Item]:
             for t, g, p in sorted(found)]
 
 
+def fma_small_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of the FMA genre hub copy (rpmon/fma-genre-classification, train / validation): labels from
+    ``genre``; the split is the recipe's own seeded 80/10/10 over track ids, taken from the file name of
+    each row's audio (``{id:06d}.mp3``) where it is kept (so a track lands in the same split as from the
+    folder), else over the row references. The hub's own train/validation division is not used."""
+    keyed = []
+    for row in rows:
+        genre = str(row.values["genre"] or "").strip()
+        if genre:
+            stem = row.file_name.rsplit(".", 1)[0]
+            keyed.append((str(int(stem)) if stem.isdigit() else row.ref.key, genre, row))
+    if not keyed:
+        raise SupportSetError(f"none of its {len(rows)} rows has a genre")
+    splits = random_split([k for k, _, _ in keyed], SPLIT_FRACTIONS, seed=SPLIT_SEED)
+    return [Item(path=None, ref=row.ref, labels=(g,), original_labels=(g,), split=splits[k]) for k, g, row in keyed]
+
+
 RECIPE = Recipe(
     name="fma-small",
     title=TITLE,
@@ -97,6 +116,8 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
+    hub=HubCopy("rpmon/fma-genre-classification", ("genre",), fma_small_from_hub,
+                note="genre -> label; split: the seeded 80/10/10 over track ids (file names), not the hub's"),
     description=(
         "FMA-small: 30 s music excerpts in 8 balanced top-level genres (Electronic, Experimental, "
         "Folk, Hip-Hop, Instrumental, International, Pop, Rock). ARCH protocol: random 80/10/10 "

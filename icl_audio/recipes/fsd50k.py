@@ -6,8 +6,8 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    TEST, TRAIN, VAL, Item, Recipe, _Collector, locate, read_csv_rows, readable, report_missing, require,
-    require_columns,
+    TEST, TRAIN, VAL, HubCopy, HubRow, Item, Recipe, _Collector, hub_items, hub_split, locate, read_csv_rows, readable,
+    report_missing, require, require_columns,
 )
 
 TITLE = "FSD50K"
@@ -59,6 +59,18 @@ def prepare_fsd50k(root: Path) -> list[Item]:
     return out.items
 
 
+def fsd50k_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of FSD50K's hub copy (CLAPv2/FSD50K): every label of the comma-separated ``label`` text
+    (underscores as spaces), ``split`` from the hub split (train / validation -> val / test)."""
+    def fields(row: HubRow) -> dict | None:
+        codes = _labels(str(row.values["label"] or ""))
+        if not codes:
+            return None
+        return {"labels": tuple(readable(c) for c in codes), "original_labels": codes, "split": hub_split(row.split)}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="fsd50k",
     title=TITLE,
@@ -69,6 +81,8 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
+    hub=HubCopy("CLAPv2/FSD50K", ("label",), fsd50k_from_hub,
+                note="label (comma-separated) -> labels; hub splits train/validation/test -> train/val/test"),
     description=(
         "FSD50K: 200 sound event classes of the AudioSet ontology, multi-label (a clip carries its "
         "leaf labels and their ancestors). Splits: dev.csv train/val, eval.csv = test. ARCH protocol: "

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    TEST, TRAIN, VAL, Item, Recipe, _Collector, is_audio, locate, read_csv_rows, readable, report_missing,
-    require_columns,
+    TEST, TRAIN, VAL, HubCopy, Item, Recipe, _Collector, hub_label_and_split, is_audio, locate, read_csv_rows,
+    readable, report_missing, require_columns,
 )
 
 TITLE = "Medley-solos-DB"
@@ -63,6 +63,8 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
+    hub=HubCopy("vtsouval/medley-solos-db", ("instrument",), hub_label_and_split(TITLE, "instrument"),
+                note="instrument -> label; hub splits train/validation/test -> train/val/test"),
     description=(
         "Medley-solos-DB: 3 s solo excerpts of 8 instruments (clarinet, distorted electric guitar, "
         "female singer, flute, piano, tenor saxophone, trumpet, violin). ARCH protocol: the official "

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import TEST, TRAIN, Item, Recipe, log, random_split
+from icl_audio.recipes.base import TEST, TRAIN, HubCopy, HubRow, Item, Recipe, hub_int, log, random_split
 
 TITLE = "RAVDESS"
 LAYOUT = "Actor_{01..24}/MM-VV-EE-II-SS-RR-AA.wav"
@@ -73,6 +73,27 @@ def prepare_ravdess(root: Path) -> list[Item]:
     return items
 
 
+def ravdess_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of RAVDESS's hub copy (narad/ravdess): the emotion from ``labels`` (0-7 in the order of
+    EMOTIONS: 0 -> "neutral" ... 7 -> "surprised"), the actor from ``speaker_id``; both protocols as in
+    :func:`prepare_ravdess`: ``split`` the seeded 80/20 over the original file names where the audio
+    path keeps them (else over the row references), ``fold`` the actor's speaker-independent fold."""
+    found = []
+    for row in rows:
+        index = hub_int(row, "labels")
+        code = f"{index + 1:02d}"
+        if code not in EMOTIONS:
+            raise SupportSetError(f"{row.ref.key}: column 'labels' must be 0-7, got {index}")
+        actor = hub_int(row, "speaker_id")
+        if not 1 <= actor <= 24:
+            raise SupportSetError(f"{row.ref.key}: column 'speaker_id' must be an actor 1-24, got {actor}")
+        key = row.file_name if _NAME.match(row.file_name) else row.ref.key
+        found.append((key, code, actor, row))
+    splits = random_split([k for k, _, _, _ in found], SPLIT_FRACTIONS, seed=SPLIT_SEED)
+    return [Item(path=None, ref=row.ref, labels=(EMOTIONS[code],), original_labels=(code,), split=splits[key],
+                 fold=actor_fold(actor), speaker=f"{actor:02d}") for key, code, actor, row in found]
+
+
 RECIPE = Recipe(
     name="ravdess",
     title=TITLE,
@@ -83,6 +104,8 @@ RECIPE = Recipe(
     folds=FOLDS,
     splits=(TRAIN, TEST),
     layout=LAYOUT,
+    hub=HubCopy("narad/ravdess", ("labels", "speaker_id"), ravdess_from_hub,
+                note="labels 0-7 -> emotion; speaker_id -> actor and fold; split: the seeded 80/20"),
     description=(
         "RAVDESS: 24 actors (12 male, 12 female) speaking (and singing) with 8 emotions (neutral, calm, "
         "happy, sad, angry, fearful, disgust, surprised). ARCH protocol (Item.split): a random 80/20 "

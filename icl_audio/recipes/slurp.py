@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import TEST, TRAIN, VAL, Item, Recipe, _Collector, readable, report_missing
+from icl_audio.recipes.base import (
+    TEST, TRAIN, VAL, HubCopy, Item, Recipe, _Collector, hub_label_and_split, readable, report_missing,
+)
 
 TITLE = "SLURP"
 LAYOUT = ("{train,devel,test}.jsonl beside slurp_real/, or the repository layout "
@@ -85,6 +87,8 @@ RECIPE = Recipe(
     folds=None,
     splits=(TRAIN, VAL, TEST),
     layout=LAYOUT,
+    hub=HubCopy("marcel-gohsen/slurp", ("intent",), hub_label_and_split(TITLE, "intent"),
+                note="intent -> label (underscores as spaces); hub splits train/devel/test -> train/val/test"),
     description=(
         "SLURP: spoken commands to a home assistant; label = intent (scenario_action, e.g. "
         "'alarm set', 'weather query'), about 60 classes. ARCH protocol: official train / devel / "

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes.base import (
-    Item, Recipe, _Collector, locate, read_csv_rows, readable, report_missing, require, require_columns,
+    HubCopy, HubRow, Item, Recipe, _Collector, hub_int, hub_items, locate, read_csv_rows, readable, report_missing,
+    require, require_columns,
 )
 
 TITLE = "UrbanSound8K"
@@ -39,6 +40,15 @@ def prepare_us8k(root: Path) -> list[Item]:
     return out.items
 
 
+def us8k_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of UrbanSound8K's hub copy (danavery/urbansound8K): labels from ``class``, ``fold`` from ``fold``."""
+    def fields(row: HubRow) -> dict:
+        code = str(row.values["class"]).strip()
+        return {"labels": (readable(code),), "original_labels": (code,), "fold": hub_int(row, "fold")}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="us8k",
     title="US8K (UrbanSound8K)",
@@ -48,6 +58,8 @@ RECIPE = Recipe(
     clip_seconds=5.0,
     folds=FOLDS,
     layout=LAYOUT,
+    hub=HubCopy("danavery/urbansound8K", ("class", "fold"), us8k_from_hub,
+                note="class -> label (underscores as spaces), fold -> fold"),
     description=(
         "UrbanSound8K: 10 urban sound classes (air conditioner, car horn, children playing, dog bark, "
         "drilling, engine idling, gun shot, jackhammer, siren, street music), slices up to 4 s "

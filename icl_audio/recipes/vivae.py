@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from icl_audio.errors import SupportSetError
-from icl_audio.recipes.base import Item, Recipe, locate, log, readable
+from icl_audio.recipes.base import HubCopy, HubRow, Item, Recipe, hub_items, locate, log, readable
 
 TITLE = "VIVAE"
 LAYOUT = "full_set/S{speaker}_{emotion}_{intensity}_{n}.wav"
@@ -42,6 +42,23 @@ def prepare_vivae(root: Path) -> list[Item]:
     return items
 
 
+def vivae_from_hub(rows: "list[HubRow]") -> list[Item]:
+    """Items of VIVAE's hub copy (vtsouval/vivae, split "data"): labels from ``label``; the speaker (and so
+    the leave-one-speaker-out fold) from the original file name kept in the audio path
+    (``S{speaker}_{emotion}_{intensity}_{n}.wav``) or a ``speaker`` column."""
+    def fields(row: HubRow) -> dict:
+        m = _NAME.match(row.file_name)
+        speaker = m.group(1) if m else str(row.values.get("speaker") or "").strip().lstrip("Ss")
+        if not speaker.isdigit():
+            raise SupportSetError(f"{row.ref.key}: no speaker (no S{{speaker}}_... file name in its audio path, no "
+                                  "speaker column): the leave-one-speaker-out folds cannot be assigned")
+        code = str(row.values["label"]).strip()
+        return {"labels": (readable(code.lower()),), "original_labels": (code,), "fold": int(speaker),
+                "speaker": f"S{int(speaker):02d}"}
+
+    return hub_items(TITLE, rows, fields)
+
+
 RECIPE = Recipe(
     name="vivae",
     title=TITLE,
@@ -51,6 +68,9 @@ RECIPE = Recipe(
     clip_seconds=5.0,
     folds=FOLDS,
     layout=LAYOUT,
+    hub=HubCopy("vtsouval/vivae", ("label",), vivae_from_hub,
+                optional=("speaker",),
+                note="label -> label; speaker (fold) from the S{speaker}_... file name of each row's audio"),
     description=(
         "VIVAE: non-speech vocalisations (achievement, anger, fear, pain, pleasure, surprise) by 11 "
         "speakers at several intensities. ARCH protocol: leave one speaker out; each item's fold is "
