@@ -152,12 +152,7 @@ def check_audio_header(path: str | os.PathLike) -> None:
 
     path = Path(path)
     label = str(path)
-    if not path.exists():
-        raise AudioError(f"{label}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{label}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{label}: empty file")
+    _check_file(path, label)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for what it cannot read
@@ -167,13 +162,17 @@ def check_audio_header(path: str | os.PathLike) -> None:
         raise AudioError(f"{label}: no audio frames")
 
 
-def _read_file(path: Path, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _check_file(path: Path, label: str) -> None:
     if not path.exists():
         raise AudioError(f"{label}: no such file")
     if path.is_dir():
         raise AudioError(f"{label}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{label}: empty file")
+
+
+def _read_file(path: Path, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    _check_file(path, label)
     return _read_soundfile(path, label, max_seconds)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from icl_audio.errors import ModelError
+from icl_audio.hf_compat.cpu import cpu_has_fast_bf16  # noqa: F401 (public here: the dtype rule's input)
 
 if TYPE_CHECKING:
     import torch
@@ -33,19 +34,6 @@ def resolve_device(device: str = "auto") -> "torch.device":
             raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 beats fp32 ~4x."""
-    import torch
-
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:  # private API; absent on some builds -> play safe with fp32
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except Exception:
-            return False
 
 
 DTYPE_NAMES = {

@@ -188,7 +188,7 @@ def _hub_snapshot(repo_id: str, *, revision: str | None, kind: str, flag: str, p
     rev = f" (revision {revision})" if revision else ""
     get = f"run `{download_command(repo_id)}` on a connected machine and copy its cache"
     if gated:
-        get = f"accept its terms at {model_page(repo_id)}, log in (`hf auth login` or HF_TOKEN), then {get[4:]}"
+        get = f"accept its terms at {model_page(repo_id)} and log in (`hf auth login` or HF_TOKEN), then {get}"
     hint = f"{get}, or pass {flag} /path/to/folder holding a local copy"
     if cached is not None:
         where = f"{kind} {repo_id}{rev} is in the Hugging Face cache ({cached}) without its weights ({_names(missing)})"

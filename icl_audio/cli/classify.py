@@ -85,7 +85,7 @@ def classify(
     ),
     k: int = typer.Option(4, "--k", metavar="N", help="Demonstrations retrieved per query (0 = zero-shot)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,...", help="Candidate labels, comma-separated (default: the support set's)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM: hub id, local folder, 'llasa-1b', 'debug' or 'random-llasa-1b' (random weights, real size) [default: HKUSTAudio/Llasa-1B-Multilingual (gated: accept its terms, log in), or the stored set's]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM: hub id (the default is gated: accept its terms on its page, then `hf auth login`), local folder, 'llasa-1b', 'debug' or 'random-llasa-1b' (random weights, real size) [default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", metavar="ID|FOLDER", help="Codec: hub id, local folder, 'debug' or 'random-xcodec2' (random weights, real size) [default: HKUSTAudio/xcodec2-hf, or the stored set's]."),
     top: Optional[int] = typer.Option(None, "--top", metavar="N", help="Show only the N best labels."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per clip per line on stdout, as each clip is done."),

@@ -17,6 +17,7 @@ Modules:
   tokenizer) and a fast reader of plain fast tokenizers (proven once per tokenizer against
   ``AutoTokenizer``).
 * :mod:`icl_audio.hf_compat.bitsandbytes`: bitsandbytes' import without its hub-kernel look-up.
+* :mod:`icl_audio.hf_compat.cpu`: torch's private CPU-capability queries (native bf16).
 
 Contact points and the versions tested are listed in each module's docstring.
 """
