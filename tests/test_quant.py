@@ -170,3 +170,18 @@ def test_nothing_fetched_from_the_hub_for_bitsandbytes(tmp_path):
     if plain_out.strip().endswith("True"):
         assert any("kernels-community" in r.path for r in control_hub.requests), \
             control_hub.requests
+
+
+def test_quant_bench_measures_a_mode_at_a_tiny_shape():
+    """The real-size bench's per-mode measurement (icl_audio.bench.quantization), on a tiny random model."""
+    from icl_audio.bench.quantization import measure_mode
+
+    shape = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, head_dim=16,
+                 tie_word_embeddings=True)
+    from icl_audio.devices import resolve_dtype
+
+    result = measure_mode("nf4", labels=3, k=1, reps=1, model_kwargs=shape)
+    assert result["compute_dtype"] == str(resolve_dtype(None, torch.device("cpu"))).replace("torch.", "")
+    assert len(result["scores"]) == 3 and all(np.isfinite(result["scores"]))
+    assert result["prompt_tokens"] > 250 and result["seconds_per_query"] >= 0
+    assert result["load_peak_rss_mb"] > 0 and result["rss_anon_after_load_mb"] > 0
