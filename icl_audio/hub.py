@@ -195,7 +195,7 @@ def _hub_snapshot(repo_id: str, *, revision: str | None, kind: str, flag: str, p
     else:
         where = f"{kind} {repo_id}{rev} is not in the Hugging Face cache ({cache})"
     if hub_offline():
-        raise ModelError(f"{where} and the hub is offline (HF_HUB_OFFLINE is set): {hint}")
+        raise ModelError(f"{where} and the hub is offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): {hint}")
     try:
         # The token is passed explicitly: HF_HUB_DISABLE_IMPLICIT_TOKEN (set by the CLI to keep
         # huggingface_hub quiet) would otherwise keep a logged-in user out of a gated repository.
