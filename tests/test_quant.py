@@ -176,7 +176,8 @@ def test_quant_bench_measures_a_mode_at_a_tiny_shape():
     """The real-size bench's per-mode measurement (icl_audio.bench.quantization), on a tiny random model."""
     from icl_audio.bench.quantization import measure_mode
 
-    shape = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, head_dim=16,
+    # The debug model's widths: bitsandbytes' CPU 4-bit packing needs layers at least this wide.
+    shape = dict(hidden_size=64, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=128, head_dim=16,
                  tie_word_embeddings=True)
     from icl_audio.devices import resolve_dtype
 
