@@ -155,13 +155,36 @@ def _as_float_array(array: Any, label: str) -> np.ndarray:
     return array
 
 
-def _read_file(path: Path, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def check_audio_header(path: str | os.PathLike) -> None:
+    """Raise :class:`AudioError` (one line naming ``path``) when a file's header already shows it
+    cannot be read as a clip: missing, a directory, empty, not a format soundfile reads, or holding
+    no frames. Reads the header only (``soundfile.info``), so a whole list of inputs is checked
+    before any model loads; a file that passes may still fail to decode later."""
+    import soundfile as sf
+
+    path = Path(path)
+    label = str(path)
+    _check_file(path, label)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for what it cannot read
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise AudioError(f"{label}: not audio soundfile can read ({reason})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{label}: no audio frames")
+
+
+def _check_file(path: Path, label: str) -> None:
     if not path.exists():
         raise AudioError(f"{label}: no such file")
     if path.is_dir():
         raise AudioError(f"{label}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{label}: empty file")
+
+
+def _read_file(path: Path, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    _check_file(path, label)
     return _read_soundfile(path, label, max_seconds)
 
 

@@ -122,7 +122,10 @@ class ICLClassifier:
     - ``k``: demonstrations per query (0 = zero-shot); ``balanced``: class-balanced retrieval.
     - ``scoring``: a :class:`icl_audio.scoring.ScoringOptions`; ``mode``, ``normalize``,
       ``calibrate``, ``template``, ``max_context``, when given, override its fields.
-    - ``device``: "auto", "cpu", "cuda" or "cuda:N"; ``int8``: 8-bit LLM (bitsandbytes).
+    - ``device``: "auto", "cpu", "cuda" or "cuda:N"; ``quant``: None, "int8" or "nf4" (quantised
+      LLM weights, bitsandbytes); ``int8=True`` is the short form of ``quant="int8"``.
+    - ``check_weights``: refuse checkpoints whose tensors do not fit the architecture (False: load
+      them anyway, with a warning naming the keys).
     - ``use_cache``: codes through the on-disk code cache; ``max_seconds``: read-time crop.
     - ``lm``/``codec_model``: already-loaded models to use instead of loading ``model``/``codec``.
 
@@ -133,7 +136,7 @@ class ICLClassifier:
     """
 
     _PARAMS = ("model", "codec", "k", "scoring", "mode", "normalize", "calibrate", "template", "max_context",
-               "balanced", "device", "int8", "use_cache", "max_seconds")
+               "balanced", "device", "int8", "quant", "check_weights", "use_cache", "max_seconds")
 
     def __init__(
         self,
@@ -150,6 +153,8 @@ class ICLClassifier:
         balanced: bool = False,
         device: str = "auto",
         int8: bool = False,
+        quant: str | None = None,
+        check_weights: bool = True,
         use_cache: bool = True,
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
         lm: "LanguageModel | None" = None,
@@ -159,6 +164,7 @@ class ICLClassifier:
         self.mode, self.normalize, self.calibrate = mode, normalize, calibrate
         self.template, self.max_context, self.balanced = template, max_context, balanced
         self.device, self.int8, self.use_cache, self.max_seconds = device, int8, use_cache, max_seconds
+        self.quant, self.check_weights = quant, check_weights
         self._lm, self._codec = lm, codec_model
         self._cache: "CodeCache | None" = None
         self._scorer: "Scorer | None" = None
@@ -181,9 +187,12 @@ class ICLClassifier:
             raise ICLAudioError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.max_seconds is not None and (isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)) or not self.max_seconds > 0):
             raise ICLAudioError(f"max_seconds must be a positive number or None, got {self.max_seconds!r}")
-        for name in ("balanced", "int8", "use_cache"):
+        for name in ("balanced", "int8", "check_weights", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ICLAudioError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        from icl_audio.quant import quant_mode
+
+        quant_mode(self.quant, self.int8)
         if self.scoring is not None and not isinstance(self.scoring, ScoringOptions):
             raise ICLAudioError(f"scoring must be a ScoringOptions, got {type(self.scoring).__name__}")
         overrides = {name: getattr(self, name) for name in ("mode", "normalize", "calibrate", "template", "max_context")
@@ -197,7 +206,8 @@ class ICLClassifier:
         return {name: getattr(self, name) for name in self._PARAMS}
 
     def set_params(self, **params: Any) -> "ICLClassifier":
-        """Change parameters (checked at once); models are reloaded only if model, codec, device or int8 change."""
+        """Change parameters (checked at once); models are reloaded only if model, codec, device,
+        int8, quant or check_weights change."""
         unknown = set(params) - set(self._PARAMS)
         if unknown:
             raise ICLAudioError(f"unknown parameter(s) {', '.join(sorted(unknown))} (known: {', '.join(self._PARAMS)})")
@@ -210,7 +220,7 @@ class ICLClassifier:
             for name, value in old.items():
                 setattr(self, name, value)
             raise
-        if any(params.get(name, old[name]) != old[name] for name in ("model", "codec", "device", "int8")):
+        if any(params.get(name, old[name]) != old[name] for name in ("model", "codec", "device", "int8", "quant", "check_weights")):
             self._lm = self._codec = None
         self._scorer = None
         return self
@@ -223,26 +233,24 @@ class ICLClassifier:
     # -- lazily loaded stages ----------------------------------------------------------------------
     @property
     def lm(self) -> "LanguageModel":
-        """The LLM (loaded on first use)."""
+        """The LLM (loaded on first use, by :func:`icl_audio.models.load_lm`)."""
         if self._lm is None:
-            from icl_audio.llm import load_lm
+            from icl_audio.models import load_lm
 
-            self._lm = load_lm(self.model, device=self.device, int8=self.int8)
+            self._lm = load_lm(self.model, device=self.device, quant=self.quant, int8=self.int8,
+                               check_weights=self.check_weights)
         return self._lm
 
     @property
     def codec_model(self) -> "Codec":
-        """The codec (loaded on first use, after the LLM, and checked to fit its speech tokens)."""
+        """The codec (loaded on first use, after the LLM, and checked to pair with it:
+        :func:`icl_audio.models.check_pair`)."""
         if self._codec is None:
-            from icl_audio.codec import load_codec
+            from icl_audio.models import check_pair, load_codec
 
             lm = self.lm
-            codec = load_codec(self.codec, device=self.device)
-            if codec.codebook_size > lm.layout.n_speech:
-                raise ICLAudioError(
-                    f"codec {codec.model_id} has {codec.codebook_size} codes but model "
-                    f"{lm.model_id} only {lm.layout.n_speech} speech tokens: use a matching pair"
-                )
+            codec = load_codec(self.codec, device=self.device, check_weights=self.check_weights)
+            check_pair(lm, codec)
             self._codec = codec
         return self._codec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -14,15 +15,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from icl_audio import features
-from icl_audio.codec_debug import build_debug_codec, debug_config, ensure_debug_codec  # noqa: F401 (public names)
+from icl_audio.codec_debug import (  # noqa: F401 (public names)
+    build_debug_codec,
+    build_random_codec,
+    debug_config,
+    ensure_debug_codec,
+    ensure_random_codec,
+)
 from icl_audio.constants import DEBUG_NAME, DEFAULT_CODEC, HOP, SAMPLE_RATE
 from icl_audio.codec_encode import EncodeOptions, encode_clips, torch_threads
 from icl_audio.errors import AudioError, ModelError
 from icl_audio.features import MIN_SAMPLES, acoustic_length, code_frames, n_codes
-from icl_audio.hub import folder_revision, quiet_transformers, resolve_device, resolve_model  # noqa: F401 (folder_revision re-exported)
+from icl_audio.devices import resolve_device
+from icl_audio.hub import folder_revision, resolve_model  # noqa: F401 (folder_revision re-exported)
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("icl_audio")
 
 DEFAULT_MAX_SECONDS = 30.0
 CROP_POLICIES = ("center", "head")
@@ -319,30 +329,42 @@ def load_codec(
     precision: str = "auto",
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     crop: str = "center",
+    check_weights: bool = True,
 ) -> Codec:
     """Load an XCodec2 codec with ``transformers.Xcodec2Model``.
 
     ``name``: a hub id (default "HKUSTAudio/xcodec2-hf"; read from the Hugging Face cache, downloaded
-    only when online), a local folder holding ``config.json`` and the weights, or "debug" (a tiny
-    model with 256 codes, built deterministically into ``paths.models_dir()/debug-xcodec2`` and
-    loaded back through the same ``from_pretrained`` call). ``revision``: hub branch/tag/commit
-    (ignored for folders). ``device``: "auto", "cpu", "cuda", "cuda:N". ``precision``: "auto" (=
-    "fp32", codes faithful to the reference), "fp32" or "bf16" (faster, less faithful: semantic
-    branch in bf16 on CPU, both branches on CUDA). ``max_seconds``: longer clips are cropped
-    (``crop`` "center" or "head") with a warning; None disables the bound.
+    only when online), a local folder holding ``config.json`` and the weights, "debug" (a tiny
+    model with 256 codes, built deterministically into ``paths.models_dir()/debug-xcodec2``), or
+    "random-xcodec2" (random weights at XCodec2's real shape, saved once into the cache: meaningless
+    codes, real memory and time); local builds load back through the same ``from_pretrained`` call.
+    ``revision``: hub branch/tag/commit (ignored for folders). ``device``: "auto", "cpu", "cuda",
+    "cuda:N". ``precision``: "auto" (= "fp32", codes faithful to the reference), "fp32" or "bf16"
+    (faster, less faithful: semantic branch in bf16 on CPU, both branches on CUDA). ``max_seconds``:
+    longer clips are cropped (``crop`` "center" or "head") with a warning; None disables the bound.
+    ``check_weights``: refuse weights whose tensor names or shapes do not fit the architecture
+    (:mod:`icl_audio.weights`); False loads them anyway with a warning.
     Raises ModelError (one line) when the model cannot be found or loaded.
     """
+    import torch
+    from transformers import Xcodec2Model
+
+    from icl_audio.codec_debug import local_codecs
+    from icl_audio.weights import load_pretrained
+
     dev = resolve_device(device)
-    src = resolve_model(name, kind="codec", flag="--codec", debug_build=ensure_debug_codec, revision=revision)
-    if src.origin != "debug":
+    src = resolve_model(name, kind="codec", flag="--codec", local_builds=local_codecs(), revision=revision)
+    if src.origin not in ("debug", "random"):
         _check_folder(src.folder)
-    label = {"debug": "debug codec", "folder": f"codec folder {str(src.folder)!r}"}.get(src.origin, f"codec {name!r}")
-    model = _from_pretrained(str(src.folder), revision=None, label=label)
+    label = {"debug": "the debug codec", "random": f"codec {name}"}.get(src.origin, f"codec {src.model_id}")
+    model = load_pretrained(Xcodec2Model, src.folder, label=label, check_weights=check_weights, dtype=torch.float32)
+    if src.origin == "random":
+        log.warning("note: codec %s has random weights: its codes, and any prediction made with them, are "
+                    "meaningless (for measuring memory and speed)", name)
     # A folder's content hash identifies its model: moving or copying it keeps cached codes valid.
     identity = {"debug": DEBUG_NAME, "folder": "local-folder"}.get(src.origin, src.model_id)
-    model_id, rev = src.model_id, src.revision
     model = model.to(dev).eval()
-    return Codec(model, model_id=model_id, revision=rev, device=dev, precision=precision,
+    return Codec(model, model_id=src.model_id, revision=src.revision, device=dev, precision=precision,
                  max_seconds=max_seconds, crop=crop, identity=identity)
 
 
@@ -357,26 +379,3 @@ def _check_folder(folder: Path) -> None:
         raise ModelError(f"codec folder {str(folder)!r}: config.json is not readable JSON") from None
     if model_type != "xcodec2":
         raise ModelError(f"codec folder {str(folder)!r} holds a {model_type!r} model, not an XCodec2 codec")
-
-
-def _from_pretrained(source: str, *, revision: str | None, label: str, local_only: bool = True):
-    """``Xcodec2Model.from_pretrained`` with its hub, file and format errors turned into one-line ModelErrors."""
-    import torch
-    from safetensors import SafetensorError
-    from transformers import Xcodec2Model
-
-    kwargs = {"dtype": torch.float32, "local_files_only": local_only}
-    if revision:
-        kwargs["revision"] = revision
-    try:
-        with warnings.catch_warnings(), quiet_transformers():
-            warnings.simplefilter("ignore")
-            model = Xcodec2Model.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-        # OSError covers the hub's not-found/offline errors and missing files; the others are damaged
-        # or mismatched weights. The cause stays chained for --debug.
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"could not load {label}: {first}") from exc
-    return model
-
-

@@ -1,9 +1,12 @@
-"""The tiny debug codec (``--codec debug``): a real ``Xcodec2Model`` layout at small sizes, built
-deterministically and saved with ``save_pretrained`` so it loads through the same path as real models."""
+"""Codecs built on this machine: the tiny debug codec (``--codec debug``: a real ``Xcodec2Model``
+layout at small sizes, calibrated) and random-weight codecs at the real shape (``--codec
+random-xcodec2``: XCodec2's default ``Xcodec2Config()``). Both are saved with ``save_pretrained``
+once into the cache, so they load through the same path as real models."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -12,6 +15,10 @@ from icl_audio.constants import DEBUG_CODEBOOK_SIZE, SAMPLE_RATE
 from icl_audio.codec_encode import batch_inputs, encoder_states, torch_threads
 from icl_audio.errors import ModelError
 from icl_audio.hub import quiet_transformers
+
+if TYPE_CHECKING:
+    from icl_audio.codec import Codec
+    from icl_audio.families import LocalBuild
 
 DEBUG_FOLDER = "debug-xcodec2"
 # Bump when the build changes (4: calibrated on features of the training-data convention).
@@ -115,3 +122,83 @@ def ensure_debug_codec(root: Path | None = None) -> Path:
                           stamp={"version": DEBUG_BUILD_VERSION}, required=("config.json", "model.safetensors"))
     except OSError as exc:
         raise ModelError(f"could not create the debug codec in {str(root / DEBUG_FOLDER)!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Random weights at the real shape
+
+
+def _real_config():
+    from transformers import Xcodec2Config
+
+    return Xcodec2Config()  # its defaults are XCodec2's real shape: 65,536 codes, w2v-BERT semantic branch
+
+
+# Names a user can give for random-weight codecs -> their config (memory and speed at the real size).
+RANDOM_CODECS: dict[str, Callable[[], Any]] = {"random-xcodec2": _real_config}
+_RANDOM_BUILD_VERSION = 1
+_RANDOM_MARKER = "icl_audio_random.json"
+
+
+def random_codec_model(config: Any = None, *, seed: int = 0):
+    """A random-weight ``Xcodec2Model`` of ``config`` (default ``Xcodec2Config()``, the real shape), fp32,
+    in eval mode; seeded, and the caller's torch RNG is left as it was."""
+    import torch
+    from transformers import Xcodec2Model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Xcodec2Model(config if config is not None else _real_config())
+    return model.eval().requires_grad_(False)
+
+
+def build_random_codec(config: Any = None, *, seed: int = 0, device: str = "cpu", **codec_options: Any) -> "Codec":
+    """A :class:`~icl_audio.codec.Codec` around :func:`random_codec_model`, in memory (no cache
+    folder). ``codec_options``: the Codec's keywords (precision, max_seconds, crop, ...). Its codes
+    are meaningless; for memory and speed at the real size. The name ``random-xcodec2`` loads the
+    same shape through ``from_pretrained`` instead (:func:`ensure_random_codec`)."""
+    from icl_audio.codec import Codec
+    from icl_audio.devices import resolve_device
+
+    dev = resolve_device(device)
+    model = random_codec_model(config, seed=seed).to(dev)
+    return Codec(model, model_id="random-xcodec2", revision=random_codec_revision(None, seed), device=dev,
+                 **codec_options)
+
+
+def random_codec_revision(name: str | None, seed: int = 0) -> str:
+    """The revision a random codec reports: it says "random", the build version and the seed."""
+    return f"random-v{_RANDOM_BUILD_VERSION}-seed{seed}" + ("" if name in (None, "random-xcodec2") else f"-{name}")
+
+
+def ensure_random_codec(name: str = "random-xcodec2", *, seed: int = 0) -> Path:
+    """The folder of the random codec ``name`` (a key of :data:`RANDOM_CODECS`), saved once into
+    ``paths.models_dir()`` (2.5 GB of fp32 weights for ``random-xcodec2``)."""
+    from icl_audio.fsutil import build_once
+
+    if name not in RANDOM_CODECS:
+        raise ModelError(f"unknown random codec {name!r} (known: {', '.join(RANDOM_CODECS)})")
+
+    def build(folder: Path) -> None:
+        model = random_codec_model(RANDOM_CODECS[name](), seed=seed)
+        with quiet_transformers():
+            model.save_pretrained(folder)
+
+    try:
+        return build_once(paths.models_dir() / name, build, marker=_RANDOM_MARKER,
+                          stamp={"builder": "icl_audio.codec_debug", "version": _RANDOM_BUILD_VERSION, "seed": seed},
+                          required=("config.json", "model.safetensors"))
+    except OSError as exc:
+        raise ModelError(f"could not write the random codec {name} into {paths.models_dir()}: {exc}") from None
+
+
+def local_codecs() -> Mapping[str, "LocalBuild"]:
+    """The codecs built on this machine, by name: "debug" and the random ones."""
+    from icl_audio.constants import DEBUG_NAME
+    from icl_audio.families import LocalBuild
+
+    # The debug codec's revision is its folder's content hash (None): codes cached with it stay valid.
+    builds = {DEBUG_NAME: LocalBuild(ensure_debug_codec, None, "debug")}
+    for name in RANDOM_CODECS:
+        builds[name] = LocalBuild(lambda name=name: ensure_random_codec(name), random_codec_revision(name), "random")
+    return builds

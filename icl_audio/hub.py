@@ -1,9 +1,9 @@
-"""Where models come from: the torch device; one resolver that turns a model name (hub id, alias,
-local folder or "debug") into a local folder, the id to report and a revision; quiet transformers
-loading.
+"""Where models come from: one resolver that turns a model name (hub id, alias, local folder, or a
+locally built model such as "debug") into a local folder, the id to report and a revision; the hub
+as it is (gated repositories, partial caches, offline); quiet transformers loading.
 
-Shared by the codec and the LLM loaders, so that `--device`, `--model` and `--codec` read their
-values by the same rules, fail with the same one-line messages, and mean the same by "revision".
+Shared by the codec and the LLM loaders, so that ``--model`` and ``--codec`` read their values by
+the same rules, fail with the same one-line messages, and mean the same by "revision".
 """
 
 from __future__ import annotations
@@ -17,36 +17,12 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from icl_audio import paths
 from icl_audio.constants import DEBUG_NAME
+from icl_audio.devices import resolve_device  # noqa: F401 (re-exported: its old home)
 from icl_audio.errors import ModelError
 from icl_audio.fsutil import atomic_write
 
 if TYPE_CHECKING:
-    import torch
-
-
-def resolve_device(device: str = "auto") -> "torch.device":
-    """The torch device for ``device``: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
-
-    Raises ModelError when CUDA is asked for and not available, or for an unknown name.
-    """
-    import torch
-
-    name = str(device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"device {device!r} was asked for but CUDA is not available (torch {torch.__version__}); use --device cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError as exc:
-            raise ModelError(f"invalid device {device!r}: {exc}") from None
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
-        return dev
-    raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    from icl_audio.families import LocalBuild
 
 
 def looks_like_path(name: str) -> bool:
@@ -64,9 +40,10 @@ class ModelSource:
     """A resolved model name.
 
     ``folder``: the local folder to load from (it holds ``config.json``). ``model_id``: the name to
-    report (the hub id, the folder's absolute path, or "debug"). ``revision``: what exactly is in the
-    folder: the hub commit for hub ids, a content hash (``folder-...``) for local folders, the debug
-    build's version for "debug". ``origin``: "hub", "folder" or "debug".
+    report (the hub id, the folder's absolute path, or the local build's name such as "debug").
+    ``revision``: what exactly is in the folder: the hub commit for hub ids, a content hash
+    (``folder-...``) for local folders, the build's version for local builds (``random-...`` for
+    random weights). ``origin``: "hub", "folder", "debug" or "random".
     """
 
     folder: Path
@@ -87,28 +64,39 @@ def resolve_model(
     aliases: Mapping[str, str] | None = None,
     debug_build: Callable[[], Path] | None = None,
     debug_revision: str | None = None,
+    local_builds: "Mapping[str, LocalBuild] | None" = None,
     revision: str | None = None,
     patterns: Sequence[str] = HUB_PATTERNS,
+    gated: frozenset = frozenset(),
 ) -> ModelSource:
     """Turn a model name into a :class:`ModelSource`, before any weights are read.
 
-    ``name``: "debug" (``debug_build()`` builds or finds the folder; its revision is ``debug_revision``,
-    or the folder's content hash when that is None), an alias (``aliases``, matched case-insensitively),
-    a local folder (must hold ``config.json``), or a hub id "org/name" (read from the Hugging Face cache;
-    downloaded only when the hub is reachable; ``revision`` is a branch, tag or commit, ignored
-    otherwise). ``kind`` ("LLM", "codec") and ``flag`` ("--model", "--codec") word the messages.
-    Raises ModelError (one line): a missing folder, a file, a folder without config.json, a hub id that
-    is not cached and cannot be downloaded (naming the id, the cache searched and how to point at a
-    local copy), a debug build that cannot be written.
+    ``name``: a local build's name (``local_builds``: name -> :class:`~icl_audio.families.LocalBuild`,
+    built or found in the cache; ``debug_build``/``debug_revision`` are the short form for "debug"),
+    an alias (``aliases``, matched case-insensitively), a local folder (must hold ``config.json``),
+    or a hub id "org/name" (read from the Hugging Face cache when its weights are all there, else
+    downloaded when the hub is reachable; ``revision`` is a branch, tag or commit, ignored
+    otherwise; ``gated`` lists ids whose terms must be accepted, for the offline hint).
+    ``kind`` ("LLM", "codec") and ``flag`` ("--model", "--codec") word the messages.
+    Raises ModelError (one line): a missing folder, a file, a folder without config.json, a hub id
+    that is not cached (or cached without its weights) and cannot be downloaded, a gated or unknown
+    repository, a local build that cannot be written.
     """
     name = str(name)
-    if name == DEBUG_NAME and debug_build is not None:
+    builds = dict(local_builds or {})
+    if debug_build is not None:
+        from icl_audio.families import LocalBuild
+
+        builds[DEBUG_NAME] = LocalBuild(debug_build, debug_revision, "debug")
+    if name in builds:
+        build = builds[name]
         try:
-            folder = Path(debug_build())
+            folder = Path(build.build())
         except OSError as exc:
-            raise ModelError(f"could not build the debug {kind} in {paths.models_dir()}: {exc}") from None
-        _require_config(folder, f"the debug {kind} folder {folder}")
-        return ModelSource(folder, DEBUG_NAME, debug_revision or folder_revision(folder), "debug")
+            what = f"the debug {kind}" if build.origin == "debug" else f"{kind} {name}"
+            raise ModelError(f"could not build {what} in {paths.models_dir()}: {exc}") from None
+        _require_config(folder, f"the {build.origin} {kind} folder {folder}")
+        return ModelSource(folder, name, build.revision or folder_revision(folder), build.origin)
     name = (aliases or {}).get(name.lower(), name)
     local = Path(name).expanduser()
     if local.is_dir():
@@ -119,7 +107,7 @@ def resolve_model(
     if looks_like_path(name):
         raise ModelError(f"{kind} folder {name} does not exist: pass {flag} with a folder holding config.json "
                          f"and the weights, or a hub id")
-    folder = _hub_snapshot(name, revision=revision, kind=kind, flag=flag, patterns=patterns)
+    folder = _hub_snapshot(name, revision=revision, kind=kind, flag=flag, patterns=patterns, gated=name in gated)
     _require_config(folder, f"{kind} {name} (snapshot {folder})")
     return ModelSource(folder, name, folder.name, "hub")
 
@@ -149,28 +137,90 @@ def hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _hub_snapshot(repo_id: str, *, revision: str | None, kind: str, flag: str, patterns: Sequence[str]) -> Path:
-    """The snapshot folder of ``repo_id`` in the HF cache (its name is the commit), downloading only
-    when the hub is reachable."""
-    from huggingface_hub import snapshot_download
+def download_command(repo_id: str) -> str:
+    """The shell command that fetches ``repo_id`` into the Hugging Face cache (huggingface_hub >= 1.0)."""
+    return f"hf download {repo_id}"
+
+
+def model_page(repo_id: str) -> str:
+    """The repository's page on the hub (``HF_ENDPOINT``'s, https://huggingface.co by default)."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{repo_id}"
+
+
+def missing_weights(folder: Path) -> list[str]:
+    """The weight files a model folder lacks: the shards its ``model.safetensors.index.json`` names
+    that are not there (a dangling cache link counts as absent), or ``model.safetensors`` when it has
+    neither an index nor any ``.safetensors`` file. Empty when the weights are all there."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        except (OSError, ValueError, AttributeError):
+            return [index.name]
+        return [s for s in shards if not (folder / s).is_file()]
+    if any(p.is_file() for p in folder.glob("*.safetensors")):
+        return []
+    return ["model.safetensors"]
+
+
+def _hub_snapshot(repo_id: str, *, revision: str | None, kind: str, flag: str, patterns: Sequence[str],
+                  gated: bool = False) -> Path:
+    """The snapshot folder of ``repo_id`` in the HF cache (its name is the commit), with every weight
+    file in it: a cached snapshot without its weights is completed by a download when the hub is
+    reachable, and named in the error when it is not."""
+    from huggingface_hub import get_token, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     cache = hub_cache_dir()
     kwargs = dict(revision=revision, cache_dir=cache, allow_patterns=list(patterns))
+    cached, missing = None, []
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-    except Exception:  # not cached (or not a valid id): say so below, in one line
-        pass
+        cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+    except Exception as exc:  # not cached, or known incomplete (huggingface_hub's own tree listing)
+        partial = getattr(exc, "snapshot_path", None)
+        cached = Path(partial) if partial else None
+    if cached is not None:
+        missing = missing_weights(cached)
+        if not missing:
+            return cached
     rev = f" (revision {revision})" if revision else ""
-    where = f"{kind} {repo_id}{rev} is not in the Hugging Face cache ({cache})"
-    hint = (f"run `huggingface-cli download {repo_id}` on a connected machine and copy its cache, "
-            f"or pass {flag} /path/to/folder holding a local copy")
+    get = f"run `{download_command(repo_id)}` on a connected machine and copy its cache"
+    if gated:
+        get = f"accept its terms at {model_page(repo_id)} and log in (`hf auth login` or HF_TOKEN), then {get}"
+    hint = f"{get}, or pass {flag} /path/to/folder holding a local copy"
+    if cached is not None:
+        where = f"{kind} {repo_id}{rev} is in the Hugging Face cache ({cached}) without its weights ({_names(missing)})"
+    else:
+        where = f"{kind} {repo_id}{rev} is not in the Hugging Face cache ({cache})"
     if hub_offline():
-        raise ModelError(f"{where} and the hub is offline (HF_HUB_OFFLINE is set): {hint}")
+        raise ModelError(f"{where} and the hub is offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): {hint}")
     try:
-        return Path(snapshot_download(repo_id, **kwargs))
+        # The token is passed explicitly: HF_HUB_DISABLE_IMPLICIT_TOKEN (set by the CLI to keep
+        # huggingface_hub quiet) would otherwise keep a logged-in user out of a gated repository.
+        folder = Path(snapshot_download(repo_id, token=get_token(), **kwargs))
+    except GatedRepoError:
+        raise ModelError(f"{kind} {repo_id} is gated: accept its terms at {model_page(repo_id)} and log in "
+                         f"(`hf auth login`, or set HF_TOKEN), then retry or run `{download_command(repo_id)}`") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"{kind} {repo_id} has no revision {revision!r} on the hub") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"{kind} {repo_id} was not found on the hub ({model_page(repo_id)}): check the id; "
+                         f"for a private repository log in (`hf auth login`, or set HF_TOKEN); or pass {flag} "
+                         "/path/to/folder") from None
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelError(f"{where} and could not be downloaded ({type(exc).__name__}: {first}): {hint}") from None
+    still = missing_weights(folder)
+    if still:
+        raise ModelError(f"{kind} {repo_id}{rev} on the hub has no weights matching {', '.join(patterns)} "
+                         f"({_names(still)} not found): not a model icl-audio can load")
+    return folder
+
+
+def _names(files: Sequence[str]) -> str:
+    return ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
 
 
 # Files whose bytes decide what a model computes: weights, configs, tokenizer. Not README, not markers.

@@ -33,6 +33,7 @@ import numpy as np
 
 from icl_audio.engine import Target
 from icl_audio.errors import ICLAudioError
+from icl_audio.families.llasa import TEMPLATE as LLASA_TEMPLATE
 
 # A demonstration keeps at least this many audio tokens (1 s at 50 tokens/s) when the context is
 # short; below that, the least similar demonstration is dropped instead of cropping further.
@@ -42,7 +43,7 @@ MIN_DEMO_TOKENS = 50
 QUERY_SHARE = 2
 
 MODES = ("direct", "channel")
-DEFAULT_TEMPLATE = "llasa"
+DEFAULT_TEMPLATE = LLASA_TEMPLATE  # the default model family's (icl_audio.families.llasa)
 TEMPLATE_ALIASES = {"default": DEFAULT_TEMPLATE}  # the 0.1 name of the default template
 # Added to Llasa's vocabulary but absent from every training sequence: untrained embeddings and output rows.
 UNTRAINED_MARKUP = frozenset({"<|SPEECH_UNDERSTANDING_START|>", "<|SPEECH_UNDERSTANDING_END|>",

@@ -113,18 +113,11 @@ def build_tokenizer():
     """
     from tokenizers import AddedToken, processors
     from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from icl_audio.hf_compat.tokenizers import tiktoken_bpe
 
     path = llama3_ranks_file()
-    ranks = read_ranks(path)
-
-    class _Converter(TikTokenConverter):
-        # The ranks above, already checked, instead of tiktoken's cached file reader.
-        @staticmethod
-        def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
-            return ranks
-
-    tk = _Converter(vocab_file=str(path), pattern=LLAMA3_PATTERN).converted()
+    tk = tiktoken_bpe(read_ranks(path), path, LLAMA3_PATTERN)
     if tk.get_vocab_size(with_added_tokens=True) != N_TEXT:
         raise ModelError(f"converting {path} gave {tk.get_vocab_size()} text tokens, not {N_TEXT}")
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA32_SPECIAL_TOKENS])
@@ -185,13 +178,12 @@ def copy_tokenizer_files(folder: Path) -> None:
 def load_tokenizer():
     """Llasa's tokenizer (``transformers.PreTrainedTokenizerFast``), from the cache (built on first use).
 
-    Reads ``tokenizer.json`` directly: ~1 s, where ``AutoTokenizer.from_pretrained`` spends 10-15 s on
-    this CPU copying the 65,800 added tokens around. Same tokenizer either way (tested).
+    Read by :func:`icl_audio.hf_compat.tokenizers.read_tokenizer` like any model folder's tokenizer:
+    ~1 s, where ``AutoTokenizer.from_pretrained`` takes 3-4 s copying the 65,800 added tokens around.
     """
-    from transformers import PreTrainedTokenizerFast
+    from icl_audio.hf_compat.tokenizers import read_tokenizer
 
-    folder = ensure_tokenizer()
-    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **_init_kwargs())
+    return read_tokenizer(ensure_tokenizer())
 
 
 __all__ = [

@@ -172,23 +172,26 @@ def sharing_debug_models(get_lm, get_codec):
     load); any other name or setting loads as usual. Loading "debug" itself is tested in test_llm and
     test_codec; the tests using this are about what comes after the load.
 
-    The CLI, the classifier and the bench load through these two functions (looked up at call time)."""
+    The CLI, the classifier and the bench load through ``icl_audio.models`` (looked up at call time)."""
     import icl_audio.codec
-    import icl_audio.llm
+    import icl_audio.models
     from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
 
-    real_lm, real_codec = icl_audio.llm.load_lm, icl_audio.codec.load_codec
+    real_lm, real_codec = icl_audio.models.load_lm, icl_audio.codec.load_codec
 
     def load_lm(name=DEFAULT_LLM, **kwargs):
-        plain = not kwargs.get("int8") and kwargs.get("dtype") is None
+        plain = not kwargs.get("int8") and not kwargs.get("quant") and kwargs.get("dtype") is None \
+            and kwargs.get("check_weights", True)
         return get_lm() if name == "debug" and plain and _on_this_cpu(kwargs) else real_lm(name, **kwargs)
 
     def load_codec(name=DEFAULT_CODEC, **kwargs):
-        plain = set(kwargs) <= {"device"}
+        plain = set(kwargs) <= {"device", "check_weights"} and kwargs.get("check_weights", True)
         return get_codec() if name == "debug" and plain and _on_this_cpu(kwargs) else real_codec(name, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(icl_audio.llm, "load_lm", load_lm)
+        # models.load_pair / ICLClassifier call models.load_lm, and models.load_codec calls codec.load_codec,
+        # each looked up when called.
+        patch.setattr(icl_audio.models, "load_lm", load_lm)
         patch.setattr(icl_audio.codec, "load_codec", load_codec)
         yield
 

@@ -85,8 +85,8 @@ def test_multi_label_scores_are_similarities(tiny_clap, tmp_path):
 
 def test_missing_model_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match=r"CLAP model laion/clap-nope is not in the Hugging Face cache .* offline: "
-                                         r"pass --clap-model"):
+    with pytest.raises(ModelError, match=r"CLAP model laion/clap-nope is not in the Hugging Face cache .* offline .*"
+                                         r"`hf download laion/clap-nope`.* --clap-model"):
         ClapZeroShot("laion/clap-nope", device="cpu")
     with pytest.raises(ModelError, match="does not exist"):
         ClapZeroShot(str(tmp_path / "nowhere") + "/", device="cpu")

@@ -139,13 +139,13 @@ def no_models(cli):
     """Make any model load fail the test: what is checked here must be checked before loading.
     (Patched over the ``cli`` fixture's model sharing, and undone before it.)"""
     import icl_audio.codec
-    import icl_audio.llm
+    import icl_audio.models
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(icl_audio.llm, "load_lm", refuse)
+        patch.setattr(icl_audio.models, "load_lm", refuse)
         patch.setattr(icl_audio.codec, "load_codec", refuse)
         yield
 

@@ -294,7 +294,7 @@ def test_hub_id_offline(monkeypatch):
     with pytest.raises(ModelError) as info:
         load_codec(name, device="cpu")
     msg = _one_line(info.value)
-    assert name in msg and "huggingface-cli download" in msg and "--codec" in msg
+    assert name in msg and f"hf download {name}" in msg and "--codec" in msg
     assert constants.HF_HUB_CACHE in msg
 
 

@@ -44,7 +44,7 @@ def test_missing_hub_id_offline(offline):
     msg = _one_line(exc)
     assert "codec icl-audio-tests/no-such-model is not in the Hugging Face cache" in msg
     assert str(offline) in msg and "offline" in msg
-    assert "huggingface-cli download icl-audio-tests/no-such-model" in msg and "--codec /path/to/folder" in msg
+    assert "hf download icl-audio-tests/no-such-model" in msg and "--codec /path/to/folder" in msg
 
 
 def test_alias_is_resolved_before_lookup(offline):

@@ -258,7 +258,7 @@ def test_missing_model_offline(tmp_path, monkeypatch):
     msg = _one_line(exc)
     assert "HKUSTAudio/Llasa-1B" in msg
     assert str(tmp_path / "hf-cache") in msg
-    assert "--model /path/to/folder" in msg and "huggingface-cli download HKUSTAudio/Llasa-1B" in msg
+    assert "--model /path/to/folder" in msg and "hf download HKUSTAudio/Llasa-1B" in msg
 
 
 def test_missing_folder(tmp_path):
@@ -296,9 +296,11 @@ def test_device_and_dtype_errors():
         resolve_dtype("int3", cpu)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
-def test_int8_without_bitsandbytes():
+def test_int8_without_bitsandbytes(monkeypatch):
     from icl_audio.llm import load_lm
+
+    real = importlib.util.find_spec  # bitsandbytes is installed in CI: hide it from the check
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
 
     with pytest.raises(ModelError) as exc:
         load_lm("debug", device="cpu", int8=True)

@@ -26,51 +26,21 @@ CLAP_RATE = 48_000
 Ranked = list[tuple[str, float]]
 
 
-def _offline() -> bool:
-    try:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
-            return True
-    except Exception:
-        pass
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+# What a CLAP snapshot needs: config, safetensors weights, the processor's and tokenizer's files.
+CLAP_PATTERNS = ("*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*")
 
 
 def resolve_clap(name: str) -> Path:
-    """The local folder of CLAP model ``name`` (a folder, or a hub id found in the HF cache / downloaded).
+    """The local folder of CLAP model ``name`` (a folder, or a hub id found in the HF cache / downloaded),
+    through the one model resolver (:func:`icl_audio.hub.resolve_model`: the same offline rules,
+    partial-cache check, gated and not-found messages as the LLM and the codec).
 
     Raises ModelError (one line) for a missing folder, a file, or a hub id that is not cached
     while the hub is offline or unreachable, saying how to point at a local copy.
     """
-    from icl_audio.hub import looks_like_path
+    from icl_audio.hub import resolve_model
 
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
-        if not (candidate / "config.json").is_file():
-            raise ModelError(f"CLAP model folder {candidate} has no config.json: not a Hugging Face model folder")
-        return candidate
-    if candidate.is_file():
-        raise ModelError(f"CLAP model path {candidate} is a file: give the folder holding config.json and the weights")
-    if looks_like_path(name):
-        raise ModelError(f"CLAP model folder {candidate} does not exist (give a folder or a hub id such as {DEFAULT_CLAP})")
-    from huggingface_hub import constants, snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.txt", "tokenizer*", "vocab*", "merges*"]
-    try:
-        return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns))
-    except Exception:
-        pass
-    hint = (f"pass --clap-model /path/to/folder holding a local copy, or run `huggingface-cli download {name}` "
-            "on a connected machine and copy its cache")
-    if _offline():
-        raise ModelError(f"CLAP model {name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the "
-                         f"hub is offline: {hint}")
-    try:
-        return Path(snapshot_download(name, allow_patterns=patterns))
-    except Exception as exc:
-        raise ModelError(f"CLAP model {name} could not be downloaded to {constants.HF_HUB_CACHE} "
-                         f"({type(exc).__name__}): {hint}") from None
+    return resolve_model(name, kind="CLAP model", flag="--clap-model", patterns=CLAP_PATTERNS).folder
 
 
 def read_48k(path: str | os.PathLike, max_seconds: float | None) -> np.ndarray:
@@ -106,14 +76,19 @@ class ClapZeroShot:
         import torch
         from transformers import ClapModel, ClapProcessor
 
-        from icl_audio.hub import quiet_transformers, resolve_device
+        from icl_audio.devices import resolve_device
+        from icl_audio.hub import quiet_transformers
+        from icl_audio.weights import load_pretrained
 
         folder = resolve_clap(model)
         self.model_id, self.template, self.batch_size = model, template, batch_size
         self.device = resolve_device(device)
+        # A baseline from a third party's checkpoint: keys that do not fit are named as a warning, not refused.
+        self.model = load_pretrained(ClapModel, folder, label=f"CLAP model {model}", check_weights=False,
+                                     dtype=torch.float32)
+        self.model = self.model.to(self.device).eval()
         try:
             with quiet_transformers():
-                self.model = ClapModel.from_pretrained(folder, dtype=torch.float32).to(self.device).eval()
                 self.processor = ClapProcessor.from_pretrained(folder)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{model}: not a loadable CLAP model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

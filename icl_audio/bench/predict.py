@@ -41,13 +41,14 @@ class _Engine:
         return self.dist.device(self.cfg.device) if self.dist.world > 1 else self.cfg.device
 
     def classifier(self, mode: str = "direct"):
-        """An ICLClassifier sharing the loaded LM and codec (loads them on first use)."""
+        """An ICLClassifier sharing the loaded LM and codec (loads them on first use, as a checked pair)."""
         from icl_audio.classifier import ICLClassifier
+        from icl_audio.models import load_pair
 
         if self._clf is None:
+            pair = load_pair(self.cfg.model, self.cfg.codec, device=self.device)
             self._clf = ICLClassifier(self.cfg.model, self.cfg.codec, device=self.device, mode="direct",
-                                      max_seconds=self.max_seconds)
-            self._clf.codec_model  # loads the LM too and checks that the pair matches
+                                      max_seconds=self.max_seconds, lm=pair.lm, codec_model=pair.codec)
         if mode == "direct":
             return self._clf
         return ICLClassifier(self.cfg.model, self.cfg.codec, device=self.device, mode=mode,

@@ -104,7 +104,7 @@ def _flops_ratio(config: Any, n_prompt: int, n_trie: int, n_rows: int) -> float:
 
 
 def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = "direct",
-                    model_kwargs: dict | None = None) -> dict:
+                    model_kwargs: dict | None = None, quant: str | None = None) -> dict:
     """Time scoring at the real Llasa-1B shape (random weights, bf16 where the CPU has it, CPU).
 
     ``labels``: candidate labels (ESC-50 names; beyond 50, numbered variants). ``k``: demonstrations of
@@ -115,7 +115,8 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
     b/a and c/b; ``flops_ratio`` is b/a in arithmetic, from the shapes alone. ``max_abs_diff`` compares
     engine and naive over all labels in fp32 on a smaller model with the same vocabulary and prompt.
     ``model_kwargs`` override :func:`~icl_audio.llm.build_random_lm`'s shape (tests use a tiny one).
-    Returns a flat dict (JSON-ready).
+    ``quant`` ("int8", "nf4"): the model is the same random model saved once and loaded quantised
+    (:func:`icl_audio.models.load_random_lm`). Returns a flat dict (JSON-ready).
     """
     import torch
 
@@ -131,7 +132,12 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
 
     _log("building a random model of the Llasa-1B shape ...")
     t0 = time.perf_counter()
-    lm = build_random_lm(**(model_kwargs or {}))  # default: hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 193,800
+    if quant is None:
+        lm = build_random_lm(**(model_kwargs or {}))  # default: hidden 2048, 16 layers, 32/8 heads, MLP 8192, vocab 193,800
+    else:
+        from icl_audio.models import load_random_lm
+
+        lm = load_random_lm(quant=quant, **(model_kwargs or {}))
     build_s = time.perf_counter() - t0
     prompt = _prompt(lm, names, k, mode)
     prefix = list(prompt.prefix)
@@ -204,6 +210,7 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
     flops = _flops_ratio(shape, len(prefix), plan.trie_tokens, plan.head_rows) if mode == "direct" else None
     return {
         "mode": mode,
+        "quant": quant,
         "engine_path": path,
         "prompt_tokens": len(prefix),
         "labels": labels,

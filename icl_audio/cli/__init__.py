@@ -61,6 +61,23 @@ def _plain_warnings() -> None:
     warnings.showwarning = show
 
 
+def _plain_logging() -> None:
+    """icl-audio's own log warnings (notes about random weights, weight-check warnings) as plain lines
+    on stderr, whatever logging configuration the process has. The stream is looked up at each
+    record, so a redirected stderr is honoured."""
+    import logging
+
+    class StderrLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(record.getMessage(), file=sys.stderr)
+
+    logger = logging.getLogger("icl_audio")
+    if not any(getattr(h, "icl_audio_cli", False) for h in logger.handlers):
+        handler = StderrLines(logging.WARNING)
+        handler.icl_audio_cli = True
+        logger.addHandler(handler)
+
+
 def quiet_third_parties() -> None:
     """Keep stderr to the CLI's own lines: no third-party warnings, logging chatter or tqdm bars.
 
@@ -98,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("ICL_AUDIO_DEBUG"))
     _terminate_as_interrupt()
     _plain_warnings()
+    _plain_logging()
     if not debug:
         quiet_third_parties()
     from icl_audio.memory import keep_freed_memory

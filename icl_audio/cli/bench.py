@@ -19,6 +19,7 @@ def speed(
     k: int = typer.Option(4, "--k", help="Demonstrations in the prompt (250 audio tokens each)."),
     mode: str = typer.Option("direct", "--mode", metavar="direct|channel", help="Scoring direction to time."),
     reps: int = typer.Option(7, "--reps", metavar="N", help="Timed rounds (each a b b a, then one naive label)."),
+    quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help="Time the model loaded quantised (random-llasa-1b, saved once)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Scorer speed at the real Llasa-1B shape (random weights): the engine against the arithmetic floor and naive."""
@@ -29,7 +30,7 @@ def speed(
         raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
-    result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode)
+    result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode, quant=quant)
     if as_json:
         print(json.dumps(result))
     else:
@@ -141,8 +142,8 @@ def _dataset_command(dataset: str):
         limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
         methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ")
                                     + f"; also {OPTIONAL_METHODS}. linear-probe always runs."),
-        model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
-        codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
+        model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder, debug or random-llasa-1b (random weights, real size)."),
+        codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder, debug or random-xcodec2 (random weights, real size)."),
         out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default bench-results/{dataset})."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
         seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),

@@ -34,8 +34,11 @@ def _split_labels(text: str | None) -> list[str] | None:
 
 
 def check_inputs(paths: list[str]) -> None:
-    """One line (AudioError, exit 2) for inputs that are missing, folders or unreadable: found
-    before any model loads. Files that exist but do not decode are reported later, one by one."""
+    """One line (AudioError, exit 2), before any model loads, for inputs that are missing, folders or
+    unreadable, and when no input at all can be audio (each file's header read:
+    :func:`icl_audio.audio.check_audio_header`). Files whose header is bad among good ones are left
+    to the run, which skips and reports them one by one."""
+    from icl_audio.audio import check_audio_header
     from icl_audio.errors import AudioError
 
     problems = []
@@ -52,6 +55,25 @@ def check_inputs(paths: list[str]) -> None:
     if problems:
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise AudioError(f"{len(problems)} of {len(paths)} inputs cannot be read: {shown}")
+    bad = []
+    for name in paths:
+        try:
+            check_audio_header(Path(name).expanduser())
+        except AudioError as exc:
+            bad.append(str(exc))
+        else:
+            return  # one good input: the run goes on, and reports the bad ones as it meets them
+    if len(bad) == 1:
+        raise AudioError(bad[0])
+    shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    raise AudioError(f"none of the {len(paths)} inputs is audio that can be read: {shown}")
+
+
+QUANT_HELP = ("Load the LLM's weights quantised with bitsandbytes: int8 (LLM.int8(), about half the memory of bf16) "
+              "or nf4 (4-bit, about a third); pip install 'icl-audio[int8]'.")
+INT8_HELP = "Short for --quant int8."
+WEIGHT_CHECK_HELP = ("Load checkpoints whose tensor names or shapes do not fit the architecture (their keys are "
+                     "printed as a warning; those weights stay random). Default: refuse them.")
 
 
 @app.command("classify")
@@ -65,8 +87,8 @@ def classify(
     ),
     k: int = typer.Option(4, "--k", metavar="N", help="Demonstrations retrieved per query (0 = zero-shot)."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,...", help="Candidate labels, comma-separated (default: the support set's)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM: hub id, local folder, 'llasa-1b' or 'debug' [default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]."),
-    codec: Optional[str] = typer.Option(None, "--codec", "-c", metavar="ID|FOLDER", help="Codec: hub id, local folder or 'debug' [default: HKUSTAudio/xcodec2-hf, or the stored set's]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="ID|FOLDER", help="LLM: hub id (the default is gated: accept its terms on its page, then `hf auth login`), local folder, 'llasa-1b', 'debug' or 'random-llasa-1b' (random weights, real size) [default: HKUSTAudio/Llasa-1B-Multilingual, or the stored set's]."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", metavar="ID|FOLDER", help="Codec: hub id, local folder, 'debug' or 'random-xcodec2' (random weights, real size) [default: HKUSTAudio/xcodec2-hf, or the stored set's]."),
     top: Optional[int] = typer.Option(None, "--top", metavar="N", help="Show only the N best labels."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per clip per line on stdout, as each clip is done."),
     mode: Literal["direct", "channel"] = typer.Option("direct", "--mode", help="direct: log p(label | audio); channel: log p(audio | label)."),
@@ -77,7 +99,9 @@ def classify(
     mask_eot: Optional[bool] = typer.Option(None, "--mask-eot/--attend-eot", help="Hide <|eot_id|> from attention as Llasa's training did, or attend to it [default: the template's choice]."),
     max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt (Llasa was trained on 2048)."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run (auto: the GPU if there is one)."),
-    int8: bool = typer.Option(False, "--int8", help="Load the LLM in 8-bit with bitsandbytes (pip install 'icl-audio[int8]')."),
+    quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help=QUANT_HELP),
+    int8: bool = typer.Option(False, "--int8", help=INT8_HELP),
+    no_weight_check: bool = typer.Option(False, "--no-weight-check", help=WEIGHT_CHECK_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Classify AUDIO clips by in-context learning against a support set."""
@@ -87,7 +111,8 @@ def classify(
         raise ICLAudioError(f"--top must be >= 1, got {top}")
     clf, source = open_classifier(audio, support, k=k, labels=labels, model=model, codec=codec, mode=mode,
                                   normalize=normalize, calibrate=calibrate, balanced=balanced, template=template,
-                                  mask_eot=mask_eot, max_context=max_context, device=device, int8=int8)
+                                  mask_eot=mask_eot, max_context=max_context, device=device, int8=int8,
+                                  quant=quant, check_weights=not no_weight_check)
     candidates = _split_labels(labels)
 
     # -- the models, then the work --------------------------------------------------------------
@@ -146,9 +171,11 @@ def fit_support(clf, source, bars, console, quiet: bool):
 
 def open_classifier(audio: list[str], support: str, *, k: int, labels: str | None, model: str | None,
                     codec: str | None, mode: str, normalize: str, calibrate: bool, balanced: bool,
-                    template: str | None, mask_eot: bool | None, max_context: int, device: str, int8: bool):
+                    template: str | None, mask_eot: bool | None, max_context: int, device: str, int8: bool,
+                    quant: str | None = None, check_weights: bool = True):
     """Everything ``classify`` and ``prompt`` check before a model loads (one line each), then an
-    unloaded :class:`ICLClassifier` and the parsed ``--support``."""
+    unloaded :class:`ICLClassifier` (its models load through :mod:`icl_audio.models`) and the parsed
+    ``--support``."""
     from icl_audio.errors import ICLAudioError
 
     if k < 0:
@@ -180,6 +207,6 @@ def open_classifier(audio: list[str], support: str, *, k: int, labels: str | Non
     clf = ICLClassifier(  # checks every option (mode, template, device, ...) before loading anything
         model=model or DEFAULT_LLM, codec=codec or DEFAULT_CODEC, k=k, scoring=ScoringOptions(mask_eot=mask_eot),
         mode=mode, normalize=normalize, calibrate=calibrate, template=template, max_context=max_context,
-        balanced=balanced, device=device, int8=int8,
+        balanced=balanced, device=device, int8=int8, quant=quant, check_weights=check_weights,
     )
     return clf, source

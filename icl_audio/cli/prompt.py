@@ -32,6 +32,7 @@ def prompt(
     balanced: bool = typer.Option(False, "--balanced", help="Class-balanced retrieval."),
     max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run."),
+    no_weight_check: bool = typer.Option(False, "--no-weight-check", help="As for classify."),
     as_json: bool = typer.Option(False, "--json", help='One JSON object per clip: {"prompt_ids", "candidates", "demonstrations", "hidden_ids"}.'),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -43,7 +44,8 @@ def prompt(
 
     clf, source = open_classifier(audio, support, k=k, labels=labels, model=model, codec=codec, mode=mode,
                                   normalize="sum", calibrate=False, balanced=balanced, template=template,
-                                  mask_eot=mask_eot, max_context=max_context, device=device, int8=False)
+                                  mask_eot=mask_eot, max_context=max_context, device=device, int8=False,
+                                  check_weights=not no_weight_check)
     from icl_audio.classifier import Failure, _candidate_labels
     from icl_audio.cli.classify import _split_labels
     from icl_audio.cli.render import ProgressBars, stderr_console

@@ -114,9 +114,11 @@ def build(
     split: Optional[str] = typer.Option(None, "--split", help="Keep one split (e.g. train, test); with --hf alone, the dataset's split [default: train]."),
     folds: Optional[str] = typer.Option(None, "--folds", help="Keep these folds, e.g. 1,2,3."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="At most N clips per label."),
-    model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM whose embeddings index the set."),
-    codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec that encodes the clips."),
+    model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM whose embeddings index the set (as for classify)."),
+    codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec that encodes the clips (as for classify)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help="As for classify."),
+    no_weight_check: bool = typer.Option(False, "--no-weight-check", help="As for classify."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Encode labelled clips once into a named support set (resumable: a re-run encodes only what is missing)."""
@@ -132,13 +134,13 @@ def build(
                                                     audio_column=audio_column, split=split)
     items = select_items(items, split=split, folds=parse_folds(folds), per_class=per_class)
     store.check_models(name, model=model, codec=codec)  # refuse a model/codec change before loading them
-    from icl_audio.classifier import ICLClassifier
+    from icl_audio.models import load_pair
 
-    models = ICLClassifier(model, codec, device=device)
-    models.codec_model  # loads the LLM and the codec: a missing model is one line, before the bar
+    # Both models load, and are checked as a pair, before the bar: a missing model is one line.
+    models = load_pair(model, codec, device=device, quant=quant, check_weights=not no_weight_check)
     with ProgressBars(enabled=not quiet) as bars:
         summary = store.build_named_set(
-            name, items, model=model, codec=codec, lm=models.lm, codec_model=models.codec_model, multi_label=multi_label,
+            name, items, model=model, codec=codec, lm=models.lm, codec_model=models.codec, multi_label=multi_label,
             extra={"dataset": source.get("dataset"), "source": source, "split": split, "folds": parse_folds(folds), "per_class": per_class},
             progress_factory=bars.bar,
         )

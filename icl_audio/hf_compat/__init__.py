@@ -13,6 +13,11 @@ Modules:
   and its block-matrix activations on CPU).
 * :mod:`icl_audio.hf_compat.w2vbert`: ``Wav2Vec2BertSelfAttention``'s parts (the codec's semantic
   encoder run with memory-bounded attention).
+* :mod:`icl_audio.hf_compat.tokenizers`: ``TikTokenConverter``'s ranks hook (building Llasa's
+  tokenizer) and a fast reader of plain fast tokenizers (proven once per tokenizer against
+  ``AutoTokenizer``).
+* :mod:`icl_audio.hf_compat.bitsandbytes`: bitsandbytes' import without its hub-kernel look-up.
+* :mod:`icl_audio.hf_compat.cpu`: torch's private CPU-capability queries (native bf16).
 
 Contact points and the versions tested are listed in each module's docstring.
 """
