@@ -1,8 +1,10 @@
-"""The ARCH benchmark runner: per evaluation unit, one support set and one retrieval, then every method x k x mode.
+"""The bench runner: the fold protocol (per evaluation unit, one support set and one retrieval, then every
+method x k x mode), or N-way K-shot episodes (:mod:`icl_audio.bench.episode_run`), on any source.
 
-Flow for one dataset (``run_bench``)::
+Flow of the fold protocol for one source (``run_bench``)::
 
-    recipe.prepare(root) -> items -> evaluation units (folds or "test")
+    source (resolve_source: a registered recipe + root, the user's folder/CSV, or a caller's recipe + items)
+      -> items -> evaluation units (folds or "test")
     per unit: support items -> stored support set  `bench-<dataset>-<unit>-<hash>` (built once, by rank 0)
               query items   -> [--limit: seeded subsample, dataset order kept] -> this rank's shard
               query codes (encoding.stream_codes) -> clip embeddings -> neighbours once, with the largest k
@@ -21,16 +23,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from icl_audio.bench.clap import CLAP_TEMPLATE
 from icl_audio.bench.config import ALWAYS_METHODS, BenchConfig, BenchError, validate
 from icl_audio.bench.distributed import Dist
-from icl_audio.bench.plan import RunSpec, Unit, plan_runs, run_fingerprint, select_units, subsample, support_set_name, unit_label
+from icl_audio.bench.plan import Unit, plan_runs, run_fingerprint, select_units, subsample, support_set_name, unit_label
 from icl_audio.bench.predict import ProgressFactory, _Engine
 from icl_audio.bench.results import finish
 from icl_audio.bench.store import scan_done
 from icl_audio.errors import SupportSetError
+
+if TYPE_CHECKING:
+    from icl_audio.recipes import Item, Recipe
 
 
 @dataclass(frozen=True)
@@ -43,28 +48,56 @@ class BenchOutcome:
     out: Path
 
 
+def resolve_source(cfg: BenchConfig, recipe: "Recipe | None" = None, items: "Sequence[Item] | None" = None
+                   ) -> tuple["Recipe", list["Item"], Path]:
+    """The recipe, items and root a bench runs on.
+
+    ``recipe`` given (a generic source built by the caller): used as it is, with ``items`` (default
+    ``recipe.prepare(root)``) and ``cfg.root`` unresolved (it may name a dataset rather than a folder).
+    Otherwise ``cfg.source`` ("folder" / "csv": the user's own data, :func:`icl_audio.bench.sources.own_data`)
+    or the registered recipe ``cfg.dataset``, read from ``cfg.root``.
+    """
+    from icl_audio.recipes import get_recipe
+
+    if recipe is not None:
+        root = Path(cfg.root)
+        return recipe, list(items) if items is not None else recipe.prepare(root), root
+    root = Path(cfg.root).expanduser().resolve()
+    if cfg.source is not None:
+        from icl_audio.bench.sources import own_data
+
+        recipe, items = own_data(cfg.source, root, kfold=cfg.kfold, seed=cfg.seed, episodes=cfg.is_episodes)
+        return recipe, items, root
+    recipe = get_recipe(cfg.dataset)
+    return recipe, recipe.prepare(root), root
+
+
 def run_bench(
     cfg: BenchConfig,
     *,
     dist: Dist | None = None,
     progress_factory: ProgressFactory | None = None,
-    on_prediction: Callable[[RunSpec, str], None] | None = None,
+    on_prediction: Callable[[Any, str], None] | None = None,
+    recipe: "Recipe | None" = None,
+    items: "Sequence[Item] | None" = None,
 ) -> BenchOutcome:
-    """Run (or resume) the ARCH benchmark of one dataset; rank 0 writes and returns the results.
+    """Run (or resume) the bench of one source; rank 0 writes and returns the results.
 
-    ``dist``: this process's rank (default: a one-process run). ``progress_factory(total, text)``
-    returns a ``progress(n)`` callback (e.g. ``ProgressBars.bar``). ``on_prediction(run, query)``
-    is called after each newly computed prediction (tests count and interrupt with it).
+    ``cfg``: what to run (the fold protocol, or episodes when ``cfg.is_episodes``). ``recipe`` and
+    ``items``: a source built at run time (the hook for sources other than the registered datasets
+    and ``cfg.source``; see :func:`resolve_source`). ``dist``: this process's rank (default: a
+    one-process run). ``progress_factory(total, text)`` returns a ``progress(n)`` callback (e.g.
+    ``ProgressBars.bar``). ``on_prediction(run, query)`` is called after each newly computed
+    prediction with its run (``.name``) and query key (tests count and interrupt with it).
     """
-    from icl_audio.recipes import get_recipe
-
     cfg = validate(cfg)
     dist = dist or Dist()
-    recipe = get_recipe(cfg.dataset)
-    root = Path(cfg.root).expanduser().resolve()
-    items = recipe.prepare(root)
-    if cfg.protocol is not None and cfg.protocol not in ("folds", "splits"):
-        raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")
+    recipe, items, root = resolve_source(cfg, recipe, items)
+    if cfg.is_episodes:
+        from icl_audio.bench.episode_run import run_episodes
+
+        return run_episodes(cfg, recipe, items, root, dist=dist, progress_factory=progress_factory,
+                            on_prediction=on_prediction)
     chosen = select_units(recipe, items, cfg.folds, root, cfg.protocol)
     out = cfg.out_dir.expanduser().resolve()
     if "clap-zero-shot" in cfg.methods:

@@ -59,8 +59,9 @@ def codec(
 # ---------------------------------------------------------------------------------------------
 # The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
 
-# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS), which imports numpy (through bench.clap) and so is not imported here.
+# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS, DEFAULT_EPISODE_METHODS), which imports numpy (through bench.clap) and so is not imported here.
 ALL_METHODS = "icl,knn,linear-probe,majority,random-label,icl-random-demos"
+EPISODE_METHODS = "icl,prototype,nearest,random-label"
 OPTIONAL_METHODS = "clap-zero-shot"
 
 
@@ -85,11 +86,13 @@ class _BenchGroup(TyperGroup):
 bench_app.info.cls = _BenchGroup
 
 
-def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Optional[str], limit: Optional[int],
-                      methods: str, model: str, codec: str, out: Optional[Path], device: str, seed: int,
+def run_dataset_bench(dataset: str, *, root: Path, k: Optional[str], mode: str, folds: Optional[str], limit: Optional[int],
+                      methods: Optional[str], model: str, codec: str, out: Optional[Path], device: str, seed: int,
                       protocol: Optional[str], as_json: bool, quiet: bool, clip_seconds: Optional[float] = None,
-                      clap_model: Optional[str] = None, probe_epochs: int = 200) -> None:
-    """Run one dataset's bench (torchrun-aware) and print its summary (rank 0 only)."""
+                      clap_model: Optional[str] = None, probe_epochs: int = 200, episodes: Optional[int] = None,
+                      way: Optional[int] = None, shot: Optional[str] = None, queries: Optional[int] = None,
+                      episodes_file: Optional[Path] = None, source: Optional[str] = None, kfold: Optional[int] = None) -> None:
+    """Run one source's bench (torchrun-aware) and print its summary (rank 0 only)."""
     from icl_audio.bench.arch import run_bench
     from icl_audio.bench.config import BenchConfig
     from icl_audio.bench.distributed import from_env
@@ -99,7 +102,9 @@ def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Opt
     dist = from_env()
     cfg = BenchConfig(dataset=dataset, root=root, ks=k, modes=mode, folds=folds, limit=limit, methods=methods,
                       model=model, codec=codec, out=out, device=device, seed=seed, protocol=protocol,
-                      clip_seconds=clip_seconds, probe_epochs=probe_epochs, **({"clap_model": clap_model} if clap_model else {}))
+                      clip_seconds=clip_seconds, probe_epochs=probe_epochs, episodes=episodes, way=way, shots=shot,
+                      queries=queries, episodes_file=episodes_file, source=source, kfold=kfold,
+                      **({"clap_model": clap_model} if clap_model else {}))
     try:
         with ProgressBars(enabled=not quiet and dist.is_main) as bars:
             outcome = run_bench(cfg, dist=dist, progress_factory=bars.bar)
@@ -113,47 +118,107 @@ def run_dataset_bench(dataset: str, *, root: Path, k: str, mode: str, folds: Opt
     )
     if as_json:
         print(json.dumps(jsonable(outcome.results), ensure_ascii=False))
+    elif outcome.results["protocol"] in ("episodes", "metaaudio"):
+        from icl_audio.bench.episode_report import print_episode_summary
+
+        print_episode_summary(outcome.results)
     else:
         print_summary(outcome.results)
 
 
+# Options every source's command shares (dataset recipes, folder, csv): (name, typer.Option) pairs.
+def _common_options(default_out: str, clip_help: str) -> dict:
+    return dict(
+        k=typer.Option(None, "--k", help="Demonstration counts of the fold protocol, comma-separated (0 = zero-shot; default 0,1,4,8)."),
+        mode=typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
+        folds=typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'. With episodes: draw only from these."),
+        limit=typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
+        methods=typer.Option(None, "--methods", help="Methods, comma-separated. Folds: " + ALL_METHODS.replace(",", ", ")
+                             + f" (default), also {OPTIONAL_METHODS}; linear-probe always runs. Episodes: "
+                             + EPISODE_METHODS.replace(",", ", ") + f" (default), also {OPTIONAL_METHODS}."),
+        model=typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
+        codec=typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
+        out=typer.Option(None, "--out", help=f"Output folder (default {default_out})."),
+        device=typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
+        seed=typer.Option(0, "--seed", help="Seeds the --limit subsample, the episodes, k-fold and the random baselines."),
+        clip_seconds=typer.Option(None, "--clip-seconds", help=clip_help),
+        clap_model=typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder (default laion/clap-htsat-unfused)."),
+        probe_epochs=typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline (ARCH's default 200)."),
+        episodes=typer.Option(None, "--episodes", metavar="T", help="Run T N-way K-shot episodes per K instead of the fold protocol "
+                              "(MetaAudio's 10,000 take days on a CPU: lower T to try it)."),
+        way=typer.Option(None, "--way", metavar="N", help="Episodes: classes per episode (default 5)."),
+        shot=typer.Option(None, "--shot", metavar="K", help="Episodes: support clips per class, comma-separated (default 1; MetaAudio 1,5)."),
+        queries=typer.Option(None, "--queries", metavar="Q", help="Episodes: query clips per class (default 1)."),
+        episodes_file=typer.Option(None, "--episodes-file", help="Run exactly these episodes: an episodes.jsonl of an earlier "
+                                   "run, or a UniAudio .scp list (class/file.wav entries relative to --root, the query last)."),
+        as_json=typer.Option(False, "--json", help="Print results.json instead of the table."),
+        quiet=typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    )
+
+
 def _dataset_command(dataset: str):
     recipe = RECIPES[dataset]
+    o = _common_options(f"bench-results/{dataset}", f"Read each clip up to this long, head kept (default: ARCH's {recipe.clip_seconds:g} s).")
 
     def command(
         root: Path = typer.Option(..., "--root", help=f"The {recipe.title or dataset} folder, in its official layout ({recipe.layout})."),
-        k: str = typer.Option("0,1,4,8", "--k", help="Demonstration counts, comma-separated (0 = zero-shot)."),
-        mode: str = typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
-        folds: Optional[str] = typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
-        methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ")
-                                    + f"; also {OPTIONAL_METHODS}. linear-probe always runs."),
-        model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
-        codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
-        out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default bench-results/{dataset})."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
-        seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),
-        protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS)."),
-        clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help=f"Read each clip up to this long, head kept (default: ARCH's {recipe.clip_seconds:g} s)."),
-        clap_model: Optional[str] = typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder (default laion/clap-htsat-unfused)."),
-        probe_epochs: int = typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline (ARCH's default 200)."),
-        as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        k: Optional[str] = o["k"], mode: str = o["mode"], folds: Optional[str] = o["folds"], limit: Optional[int] = o["limit"],
+        methods: Optional[str] = o["methods"], model: str = o["model"], codec: str = o["codec"], out: Optional[Path] = o["out"],
+        device: str = o["device"], seed: int = o["seed"],
+        protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS); "
+                                               "metaaudio: MetaAudio's ESC-50 episodes (5-way, K = 1 and 5, 10,000 episodes: "
+                                               "days on a CPU, lower them with --episodes)."),
+        clip_seconds: Optional[float] = o["clip_seconds"], clap_model: Optional[str] = o["clap_model"],
+        probe_epochs: int = o["probe_epochs"], episodes: Optional[int] = o["episodes"], way: Optional[int] = o["way"],
+        shot: Optional[str] = o["shot"], queries: Optional[int] = o["queries"], episodes_file: Optional[Path] = o["episodes_file"],
+        as_json: bool = o["as_json"], quiet: bool = o["quiet"],
     ) -> None:
         run_dataset_bench(dataset, root=root, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
                           codec=codec, out=out, device=device, seed=seed, protocol=protocol, as_json=as_json, quiet=quiet,
-                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs)
+                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, episodes=episodes,
+                          way=way, shot=shot, queries=queries, episodes_file=episodes_file)
 
     command.__doc__ = (
-        f"ARCH benchmark on {recipe.title or dataset}: in-context learning beside k-NN, a linear probe, majority and random baselines "
-        f"(resumable; scales out under torchrun)."
+        f"Benchmark on {recipe.title or dataset}: ARCH's folds (in-context learning beside k-NN, a linear probe, majority and "
+        f"random baselines) or N-way K-shot episodes (--episodes, --protocol metaaudio); resumable, scales out under torchrun."
     )
     command.__name__ = f"bench_{dataset.replace('-', '_')}"
     return command
 
 
+def _own_data_command(kind: str):
+    o = _common_options(f"bench-results/{kind}-<name>", "Read each clip up to this long, head kept (default 30 s).")
+    where = (typer.Option(..., "--root", help="A folder with one sub-folder of clips per label (as support build --folder).")
+             if kind == "folder" else
+             typer.Option(..., "--csv", help="A CSV with columns path,label[,split][,fold] (as support build --csv; ';' separates labels)."))
+
+    def command(
+        source_path: Path = where,
+        kfold: Optional[int] = typer.Option(None, "--kfold", metavar="N", help="Stratified N-fold cross-validation (default 5, "
+                                            "unless a CSV gives its own fold or train/test split columns)."),
+        k: Optional[str] = o["k"], mode: str = o["mode"], folds: Optional[str] = o["folds"], limit: Optional[int] = o["limit"],
+        methods: Optional[str] = o["methods"], model: str = o["model"], codec: str = o["codec"], out: Optional[Path] = o["out"],
+        device: str = o["device"], seed: int = o["seed"], clip_seconds: Optional[float] = o["clip_seconds"],
+        clap_model: Optional[str] = o["clap_model"], probe_epochs: int = o["probe_epochs"], episodes: Optional[int] = o["episodes"],
+        way: Optional[int] = o["way"], shot: Optional[str] = o["shot"], queries: Optional[int] = o["queries"],
+        episodes_file: Optional[Path] = o["episodes_file"], as_json: bool = o["as_json"], quiet: bool = o["quiet"],
+    ) -> None:
+        run_dataset_bench(kind, root=source_path, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
+                          codec=codec, out=out, device=device, seed=seed, protocol=None, as_json=as_json, quiet=quiet,
+                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, episodes=episodes,
+                          way=way, shot=shot, queries=queries, episodes_file=episodes_file, source=kind, kfold=kfold)
+
+    what = "a folder of labelled sub-folders" if kind == "folder" else "a CSV of labelled clips"
+    command.__doc__ = (f"Benchmark on your own data ({what}): stratified k-fold cross-validation with the fold protocol's "
+                       "methods, or N-way K-shot episodes over its classes (--episodes); same reports, same resume.")
+    command.__name__ = f"bench_{kind}"
+    return command
+
+
 for _name in RECIPES:
     bench_app.command(_name)(_dataset_command(_name))
+for _kind in ("folder", "csv"):
+    bench_app.command(_kind)(_own_data_command(_kind))
 
 
 @bench_app.command("suite")
