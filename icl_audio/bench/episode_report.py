@@ -349,10 +349,10 @@ def print_episode_summary(results: Mapping[str, Any], file=None) -> None:
     published = published_grid(results)
     if published is not None:
         header, grid = published
-        table = Table(title="Published, MetaAudio ESC-50 (%)", caption=f"† {results['published']['inputs']}",
-                      caption_justify="left")
+        table = Table(title="Published, MetaAudio ESC-50 (%)")
         for i, column in enumerate(header):
             table.add_column(column, justify="left" if i == 0 else "right")
         for row in grid:
             table.add_row(*row)
         console.print(table)
+        console.print(f"† {results['published']['inputs']}", markup=False, highlight=False, soft_wrap=True)

@@ -26,8 +26,8 @@ CLIP_SECONDS = 5.0
 
 SOURCE = ("MetaAudio benchmark (Heggan et al., 2022), Table 2a (5-way 1-shot, % +- 95% CI) and its repository's "
           "result tables (5-way 5-shot, CRNN backbone; frozen AST features)")
-INPUTS_NOTE = ("other protocols' inputs: log-mel spectrograms and backbones trained on MetaAudio's 35 training "
-               "classes (AST rows: frozen ImageNet + AudioSet features)")
+INPUTS_NOTE = ("other protocols' inputs: log-mel spectrograms and trained backbones (meta-trained on MetaAudio's 35 "
+               "training classes; the AST rows: frozen ImageNet + AudioSet features)")
 
 #: (method, {K: (accuracy %, 95% CI % or None)}) in the order of the paper's table.
 PUBLISHED: tuple[tuple[str, dict[int, tuple[float, float | None]]], ...] = (
