@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import write_wav
+from test_bench_clap import tiny_clap  # noqa: F401  (a pytest fixture: a tiny random CLAP checkpoint)
 from fixtures_datasets import make_esc50_tree
 from icl_audio.bench.arch import run_bench
 from icl_audio.bench.config import BenchConfig
@@ -242,3 +243,46 @@ def test_bad_episode_requests_are_one_line(folder_reference, args, message, tmp_
     assert main(["bench", "folder", "--root", str(data), *args, *DEBUG, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+
+def test_clap_zero_shot_ranks_among_the_episode_labels(folder_reference, tiny_clap, tmp_path):
+    from icl_audio.bench.clap import ClapZeroShot
+
+    data, reference, _ = folder_reference
+    out = tmp_path / "clap"
+    assert main(["bench", "folder", "--root", str(data), "--episodes-file", str(reference / "episodes.jsonl"),
+                 "--methods", "clap-zero-shot", "--clap-model", str(tiny_clap), *DEBUG, "--out", str(out)]) == 0
+    episodes = {e["episode"]: e for e in map(json.loads, (out / "episodes.jsonl").read_text().splitlines())}
+    clap = ClapZeroShot(str(tiny_clap), device="cpu")
+    for line in _predictions(out)["episodes.3way1shot.clap-zero-shot.jsonl"]:
+        labels = sorted({c["label"] for c in episodes[line["episode"]]["support"]})
+        (expected,) = clap.rank_files([line["query"]], labels, max_seconds=30.0)
+        # CLAP's own softmax over the episode's labels (a random tiny CLAP scores them nearly alike: compare scores)
+        assert sorted(label for label, _ in line["ranked"]) == labels
+        assert dict(line["ranked"]) == pytest.approx(dict(expected), abs=1e-5)
+        assert [s for _, s in line["ranked"]] == sorted((s for _, s in line["ranked"]), reverse=True)
+
+
+def test_suite_entries_for_episodes_and_own_data(folder_reference, tmp_path, capsys):
+    from icl_audio.bench.suite import load_suite
+
+    data, _, _ = folder_reference
+    config = tmp_path / "suite.toml"
+    config.write_text(
+        'k = [0, 1]\nlimit = 3\nmethods = ["icl", "knn"]\nmode = "direct"\nmodel = "debug"\ncodec = "debug"\nout = "results"\n[datasets]\n'
+        f'mine = {{ folder = "{data}", episodes = 2, way = 3, shot = [1, 2], methods = ["nearest", "random-label"] }}\n'
+        'meta = { dataset = "esc50", root = "/data/esc50", protocol = "metaaudio", episodes = 50 }\n')
+    spec = load_suite(config)
+    mine, meta = spec.configs
+    assert (mine.source, mine.root, mine.episodes, mine.ks, mine.limit) == ("folder", data, 2, None, None)
+    assert (meta.dataset, meta.protocol, meta.episodes, meta.out) == ("esc50", "metaaudio", 50, tmp_path / "results" / "meta")
+    assert meta.methods is None and mine.methods == "nearest,random-label"  # the shared fold methods do not apply
+    config.write_text(config.read_text().splitlines()[0] + "\n" + "\n".join(config.read_text().splitlines()[1:-1]) + "\n")
+    assert main(["bench", "suite", str(config), "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert "N-way K-shot episodes" in stdout and "3-way 2-shot" in stdout and "X-Codec" not in stdout
+    suite = json.loads((tmp_path / "results" / "suite.json").read_text())
+    assert suite["rows"] == [] and [r["name"] for r in suite["episode_rows"]] == ["mine"]
+    assert {(r["method"], r["shot"]) for r in suite["episode_rows"][0]["runs"]} == \
+        {(m, k) for m in ("nearest", "random-label") for k in (1, 2)}
