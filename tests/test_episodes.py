@@ -174,3 +174,14 @@ def test_episode_prompt_is_the_single_query_prompt_with_a_shared_prefix(debug_lm
     assert ep.cropped and ep.demos_used == 4 and len(set(ep.demo_tokens)) == 1 and ep.demo_tokens[0] < 8
     assert all(len(ep.shared) + len(q.prefix) + max(len(t.ids) for t in q.targets) <= full - 12 for q in ep.queries)
     assert all(min(len(x), 2 * ep.demo_tokens[0]) <= q.query_tokens <= len(x) for q, x in zip(ep.queries, queries))
+
+
+def test_episode_speed_bench_tiny():
+    from icl_audio.bench.speed_episode import run_episode_speed_bench
+
+    tiny = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, head_dim=16,
+                dtype="float32")
+    r = run_episode_speed_bench(way=3, shot=2, queries=1, reps=1, model_kwargs=tiny, exact_kwargs=tiny)
+    assert (r["way"], r["shot"], r["queries"]) == (3, 2, 3) and r["engine_path"] in ("cached", "pruned")
+    assert r["shared_prefix_tokens"] > 6 * 250 and not r["cropped"] and r["demo_tokens_kept"] == 250
+    assert r["max_abs_diff"] <= 1e-4 and r["speedup"] > 0 and len(r["speedup_each"]) == 1

@@ -19,23 +19,36 @@ def speed(
     k: int = typer.Option(4, "--k", help="Demonstrations in the prompt (250 audio tokens each)."),
     mode: str = typer.Option("direct", "--mode", metavar="direct|channel", help="Scoring direction to time."),
     reps: int = typer.Option(7, "--reps", metavar="N", help="Timed rounds (each a b b a, then one naive label)."),
+    episode: bool = typer.Option(False, "--episode", help="Time one N-way K-shot episode instead: one prompt per query "
+                                 "against the shared demonstration prefix (--way, --shot, --queries; --labels and --k unused)."),
+    way: int = typer.Option(5, "--way", metavar="N", help="--episode: classes (the candidates)."),
+    shot: int = typer.Option(5, "--shot", metavar="K", help="--episode: demonstrations per class."),
+    queries: int = typer.Option(1, "--queries", metavar="Q", help="--episode: queries per class."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Scorer speed at the real Llasa-1B shape (random weights): the engine against the arithmetic floor and naive."""
-    from icl_audio.bench.speed import run_speed_bench
     from icl_audio.errors import ICLAudioError
 
     if mode not in ("direct", "channel"):
         raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
-    result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode)
+    if episode:
+        if way < 2 or shot < 1 or queries < 1:
+            raise ICLAudioError("--way must be >= 2, --shot and --queries >= 1")
+        from icl_audio.bench.speed_episode import run_episode_speed_bench
+
+        result = run_episode_speed_bench(way=way, shot=shot, queries=queries, reps=reps, mode=mode)
+    else:
+        from icl_audio.bench.speed import run_speed_bench
+
+        result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode)
     if as_json:
         print(json.dumps(result))
     else:
         from icl_audio.cli.render import print_mapping
 
-        print_mapping("scorer speed", result)
+        print_mapping("episode scoring speed" if episode else "scorer speed", result)
 
 
 @bench_app.command("codec")
