@@ -286,3 +286,19 @@ def test_suite_entries_for_episodes_and_own_data(folder_reference, tmp_path, cap
     assert suite["rows"] == [] and [r["name"] for r in suite["episode_rows"]] == ["mine"]
     assert {(r["method"], r["shot"]) for r in suite["episode_rows"][0]["runs"]} == \
         {(m, k) for m in ("nearest", "random-label") for k in (1, 2)}
+
+
+def test_fewer_episodes_reuse_the_lines_of_more(folder_reference, tmp_path, capsys):
+    """--episodes 1 after --episodes 2 (K = 1, 2: the K = 2 episodes renumbered) computes nothing, and the
+    lines of the episode it leaves out stay on disk for a later --episodes 2."""
+    data, _, _ = folder_reference
+    args = ["bench", "folder", "--root", str(data), "--way", "2", "--shot", "1,2", "--methods", "nearest,random-label",
+            *DEBUG, "--out", str(tmp_path / "out")]
+    assert main([*args, "--episodes", "2"]) == 0
+    assert "16 predictions computed" in capsys.readouterr().err  # 2 methods x 2 K x 2 episodes x 2 queries
+    both = _predictions(tmp_path / "out")
+    assert main([*args, "--episodes", "1"]) == 0
+    assert "0 predictions computed" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["episodes"] == 1
+    assert main([*args, "--episodes", "2"]) == 0
+    assert "0 predictions computed" in capsys.readouterr().err and _predictions(tmp_path / "out") == both

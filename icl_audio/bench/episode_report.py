@@ -330,29 +330,17 @@ def plot_accuracy_vs_shot(results: Mapping[str, Any]) -> bytes:
 
 def print_episode_summary(results: Mapping[str, Any], file=None) -> None:
     """Print the episode table (and MetaAudio's published rows) on stdout with rich."""
-    from rich.table import Table
-
     console = report._console(file)
     header, grid = episode_grid(results)
     n = results["runs"][0]["episodes"] if results["runs"] else 0
-    table = Table(title=f"{results['title']}: accuracy (%), mean ± 95% interval over {n} episodes")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in grid:
-        table.add_row(*row)
-    console.print(table)
-    crops = [r for r in results["runs"] if r.get("cropped_episodes")]
-    for r in crops:
-        console.print(f"{r['method']} {r['mode']} {r['way']}-way {r['shot']}-shot: {r['cropped_episodes']} of {r['episodes']} "
-                      f"episodes cropped to fit the context, {r['demo_tokens_mean']:.0f} audio tokens kept per demonstration "
-                      f"({r['demo_tokens_mean'] / 50:.2f} s)", markup=False, highlight=False)
+    console.print(report.rich_table(f"{results['title']}: accuracy (%), mean ± 95% interval over {n} episodes", header, grid,
+                                    left=2))
+    for r in results["runs"]:
+        if r.get("cropped_episodes"):
+            console.print(f"{r['method']} {r['mode']} {r['way']}-way {r['shot']}-shot: {r['cropped_episodes']} of "
+                          f"{r['episodes']} episodes cropped to fit the context, {r['demo_tokens_mean']:.0f} audio tokens kept "
+                          f"per demonstration ({r['demo_tokens_mean'] / 50:.2f} s)", markup=False, highlight=False)
     published = published_grid(results)
     if published is not None:
-        header, grid = published
-        table = Table(title="Published, MetaAudio ESC-50 (%)")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i == 0 else "right")
-        for row in grid:
-            table.add_row(*row)
-        console.print(table)
+        console.print(report.rich_table("Published, MetaAudio ESC-50 (%)", *published))
         console.print(f"† {results['published']['inputs']}", markup=False, highlight=False, soft_wrap=True)

@@ -75,7 +75,9 @@ class EpisodeBench:
     base_keys: tuple[str, ...]  # the clips whose mean embedding centres prototype (empty: the episode's supports)
     pool_classes: tuple[str, ...]
     excluded: dict[str, int]  # classes left out of the pool (too few clips) -> their clip count
-    done: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # run -> {(episode, query position)}
+    # run -> {(episode content hash, query position)}: keyed by content, not by index, so that a run with
+    # fewer episodes (whose K = 5 episodes are numbered from a smaller T) still finds its lines
+    done: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
     def group(self, run: EpisodeRun) -> list[Episode]:
         return [e for e in self.episodes if (e.way, e.shot) == (run.way, run.shot)]
@@ -83,7 +85,7 @@ class EpisodeBench:
     def missing(self, episode: Episode) -> list[EpisodeRun]:
         """The runs of ``episode``'s group that lack a line for some of its queries."""
         return [r for r in self.runs if (r.way, r.shot) == (episode.way, episode.shot)
-                and any((episode.index, i) not in self.done.get(r.name, ()) for i in range(len(episode.queries)))]
+                and any((episode.fingerprint, i) not in self.done.get(r.name, ()) for i in range(len(episode.queries)))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,15 +204,16 @@ def _prediction_files(out: Path, run: EpisodeRun) -> list[Path]:
     return [pred / f"{run.name}.jsonl", *sorted(pred.glob(f"rank*/{run.name}.jsonl"))]
 
 
-def _valid_lines(out: Path, bench: EpisodeBench, run: EpisodeRun) -> dict[tuple[int, int], dict]:
-    """The run's lines on disk that still hold: same fingerprint, same episode content. (episode, i) -> line."""
-    fps = {e.index: e.fingerprint for e in bench.group(run)}
-    found: dict[tuple[int, int], dict] = {}
+def _valid_lines(out: Path, bench: EpisodeBench, run: EpisodeRun) -> dict[tuple[str, int], dict]:
+    """The run's lines on disk that still hold: same run fingerprint, an episode of this run (by content).
+    ``(episode content hash, i) -> line``."""
+    efps = {e.fingerprint for e in bench.group(run)}
+    found: dict[tuple[str, int], dict] = {}
     for path in _prediction_files(out, run):
         for line in read_lines(path):
-            e, i = line.get("episode"), line.get("i")
-            if line["fp"] == bench.fps[run.name] and isinstance(e, int) and isinstance(i, int) and fps.get(e) == line.get("efp"):
-                found.setdefault((e, i), line)
+            efp, i = line.get("efp"), line.get("i")
+            if line["fp"] == bench.fps[run.name] and efp in efps and isinstance(i, int):
+                found.setdefault((efp, i), line)
     return found
 
 
@@ -370,7 +373,7 @@ def _write_lines(out: Path, dist: Dist, bench: EpisodeBench, episode: Episode, p
         if lines is None:
             continue
         for i, (query, line) in enumerate(zip(episode.queries, lines)):
-            if (episode.index, i) in bench.done[run.name]:
+            if (episode.fingerprint, i) in bench.done[run.name]:
                 continue
             full = {"fp": bench.fps[run.name], "episode": episode.index, "efp": episode.fingerprint, "i": i,
                     "query": query.key, "truth": [query.label], **line}
@@ -381,7 +384,7 @@ def _write_lines(out: Path, dist: Dist, bench: EpisodeBench, episode: Episode, p
                 handle = files[run.name] = _open_append(out / "predictions" / f"rank{dist.rank}" / f"{run.name}.jsonl")
             handle.write(json.dumps(full, ensure_ascii=False) + "\n")
             handle.flush()  # a kill loses at most this line; a torn line is ignored on resume
-            bench.done[run.name].add((episode.index, i))
+            bench.done[run.name].add((episode.fingerprint, i))
             written += 1
             if on_prediction is not None:
                 on_prediction(run, query.key)
@@ -423,21 +426,29 @@ def compute_episodes(cfg: BenchConfig, bench: EpisodeBench, engine: _Engine, out
 def merge_episode_run(out: Path, bench: EpisodeBench, run: EpisodeRun) -> list[dict]:
     """The run's lines in (episode, query) order into ``predictions/<run>.jsonl``; rank files removed.
 
-    Raises BenchError if a line is missing (a process stopped early).
+    Lines of the same run for episodes outside this invocation (an earlier ``--episodes 1000`` rerun
+    with 100) are kept after them, for a later run to reuse; lines of other settings are dropped.
+    Returns this invocation's lines. Raises BenchError if one is missing (a process stopped early).
     """
     from icl_audio.fsutil import atomic_write
 
     found = _valid_lines(out, bench, run)
+    current = {e.fingerprint for e in bench.group(run)}
+    kept: dict[tuple, dict] = {}
+    for path in _prediction_files(out, run):
+        for line in read_lines(path):
+            if line["fp"] == bench.fps[run.name] and line.get("efp") not in current:
+                kept.setdefault((line.get("efp"), line.get("i")), line)
     lines = []
     for e in bench.group(run):
         for i, query in enumerate(e.queries):
-            line = found.get((e.index, i))
+            line = found.get((e.fingerprint, i))
             if line is None:
                 raise BenchError(f"{run.name}: no prediction for episode {e.index}, query {query.key} (a process stopped "
                                  "early? re-run the same command to resume)")
-            lines.append(line)
+            lines.append({**line, "episode": e.index, "truth": [query.label]})
     files = _prediction_files(out, run)
-    atomic_write(files[0], "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    atomic_write(files[0], "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines + list(kept.values())))
     for path in files[1:]:
         path.unlink(missing_ok=True)
     return lines

@@ -171,6 +171,15 @@ def _checked(episode: Episode, where: str) -> Episode:
     return episode
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchError(f"{what} {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{what} {path}: cannot read ({exc})") from None
+
+
 def read_episodes(path: Path) -> list[Episode]:
     """Episodes from an ``episodes.jsonl`` file (the format in the module docstring).
 
@@ -178,12 +187,7 @@ def read_episodes(path: Path) -> list[Episode]:
     or a query whose class has no demonstration.
     """
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"episodes file {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"episodes file {path}: cannot read ({exc})") from None
+    text = _read_text(path, "episodes file")
     out: list[Episode] = []
     seen: set[int] = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -222,12 +226,7 @@ def read_scp(path: Path, root: Path, seed: int = 0) -> list[Episode]:
     """
     path = Path(path).expanduser()
     root = Path(root).expanduser().resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"episode list {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"episode list {path}: cannot read ({exc})") from None
+    text = _read_text(path, "episode list")
     out: list[Episode] = []
     for number, line in enumerate(text.splitlines(), start=1):
         entries = [e.strip() for e in line.split(",") if e.strip()]

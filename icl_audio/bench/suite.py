@@ -302,30 +302,12 @@ def published_grid(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]
 
 def print_suite(result: Mapping[str, Any], file=None) -> None:
     """Print the suite table on stdout, the protocol difference spelled out under it."""
-    from rich.table import Table
-
     console = report._console(file)
     if result["rows"]:
-        header, grid = suite_grid(result)
-        table = Table(title="ARCH suite (%): in-context learning and baselines vs published linear probes",
-                      caption="† " + PROTOCOL_NOTE, caption_justify="left")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i < 2 else "right")
-        for row in grid:
-            table.add_row(*row)
-        console.print(table)
-        header, grid = published_grid(result)
-        table = Table(title="Published linear probes (other backbones, full training split) and ours")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i == 0 else "right")
-        for row in grid:
-            table.add_row(*row)
-        console.print(table)
+        console.print(report.rich_table("ARCH suite (%): in-context learning and baselines vs published linear probes",
+                                        *suite_grid(result), left=2, caption="† " + PROTOCOL_NOTE))
+        console.print(report.rich_table("Published linear probes (other backbones, full training split) and ours",
+                                        *published_grid(result)))
     if result.get("episode_rows"):
-        header, grid = episode_suite_grid(result)
-        table = Table(title="N-way K-shot episodes: accuracy (%), mean ± 95% interval")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i < 3 else "right")
-        for row in grid:
-            table.add_row(*row)
-        console.print(table)
+        console.print(report.rich_table("N-way K-shot episodes: accuracy (%), mean ± 95% interval",
+                                        *episode_suite_grid(result), left=3))
