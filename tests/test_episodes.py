@@ -185,3 +185,5 @@ def test_episode_speed_bench_tiny():
     assert (r["way"], r["shot"], r["queries"]) == (3, 2, 3) and r["engine_path"] in ("cached", "pruned")
     assert r["shared_prefix_tokens"] > 6 * 250 and not r["cropped"] and r["demo_tokens_kept"] == 250
     assert r["max_abs_diff"] <= 1e-4 and r["speedup"] > 0 and len(r["speedup_each"]) == 1
+    # six demonstrations fed once instead of three times
+    assert r["fed_tokens_shared"] < r["fed_tokens_per_query_prompts"] and r["fed_tokens_ratio"] > 2

@@ -54,7 +54,7 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
     """
     import torch
 
-    from icl_audio.engine import loglikelihood, loglikelihood_shared, verified_path
+    from icl_audio.engine import loglikelihood, loglikelihood_shared, make_plan, verified_path
     from icl_audio.llm import build_random_lm
 
     if way < 2 or shot < 1 or queries < 1 or reps < 1:
@@ -91,6 +91,11 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
             times[fn].append(spent[fn] / 2)
         ratios.append(spent[per_query] / spent[shared])
     a, b = float(np.median(times[per_query])), float(np.median(times[shared]))
+    # Tokens through the model, from the plans alone: the noise-free side of the saving.
+    plans = [make_plan(ep.shared + prefix, targets, hidden_ids=ep.hidden_ids) for prefix, targets in parts]
+    fed_per_query = sum(len(p.prefix) + p.trie_tokens for p in plans)
+    n_shared = len([t for t in ep.shared if t not in ep.hidden_ids])
+    fed_shared = n_shared + sum(len(p.prefix) - n_shared + p.trie_tokens for p in plans)
     speedup = float(np.median(ratios))
     dtype = str(lm.dtype).replace("torch.", "")
     reuse = exact_kwargs is not None and exact_kwargs == model_kwargs  # tests: one tiny model for both
@@ -115,6 +120,9 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
         "per_query_prompts_seconds_median": round(a, 3),
         "shared_prefix_seconds_median": round(b, 3),
         "speedup": round(speedup, 3),
+        "fed_tokens_per_query_prompts": fed_per_query,
+        "fed_tokens_shared": fed_shared,
+        "fed_tokens_ratio": round(fed_per_query / fed_shared, 3),
         "speedup_each": [round(x, 3) for x in ratios],
         "saving": round(1 - b / a, 4),
         "seconds_per_query_per_query_prompts": round(a / len(parts), 3),
