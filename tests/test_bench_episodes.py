@@ -246,7 +246,7 @@ def test_bad_episode_requests_are_one_line(folder_reference, args, message, tmp_
 
 
 
-def test_clap_zero_shot_ranks_among_the_episode_labels(folder_reference, tiny_clap, tmp_path):
+def test_clap_zero_shot_ranks_among_the_episode_labels(folder_reference, tiny_clap, tmp_path):  # noqa: F811
     from icl_audio.bench.clap import ClapZeroShot
 
     data, reference, _ = folder_reference

@@ -12,7 +12,7 @@ import pytest
 
 from icl_audio.bench import baselines
 from icl_audio.bench.config import BenchConfig, BenchError, validate
-from icl_audio.bench.episodes import Episode, EpisodeClip, draw_episodes, read_episodes, read_scp, write_episodes
+from icl_audio.bench.episodes import EpisodeClip, draw_episodes, read_episodes, read_scp, write_episodes
 from icl_audio.bench.metrics import mean_ci95
 
 POOL = {f"class{c}": [f"/d/class{c}/{i}.wav" for i in range(6)] for c in range(8)}

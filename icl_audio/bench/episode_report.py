@@ -117,7 +117,7 @@ def _notes(cfg: BenchConfig, recipe: "Recipe", bench: "EpisodeBench", max_second
                      "learner fits nothing, so no clip is held out for training; within an episode queries and supports "
                      "are disjoint.")
     if bench.excluded:
-        notes.append(f"classes with too few clips for an episode, not drawn: "
+        notes.append("classes with too few clips for an episode, not drawn: "
                      + ", ".join(f"{k} ({v})" for k, v in sorted(bench.excluded.items())))
     notes.append(
         "icl: the episode's N x K demonstrations in its order, then the query; the candidates are the episode's N labels; "

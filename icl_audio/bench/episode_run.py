@@ -36,7 +36,7 @@ from icl_audio.bench.config import BenchConfig, BenchError
 from icl_audio.bench.distributed import Dist
 from icl_audio.bench.episodes import Episode, class_pool, draw_episodes, load_episode_file, write_episodes
 from icl_audio.bench.plan import SCORING_DEFAULTS
-from icl_audio.bench.predict import ProgressFactory, _Engine, _quiet_crops, _round_ranked, _score
+from icl_audio.bench.predict import ProgressFactory, _Engine, _quiet_crops, _round_ranked
 from icl_audio.bench.store import _open_append, read_lines
 
 if TYPE_CHECKING:

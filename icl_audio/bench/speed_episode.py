@@ -72,10 +72,10 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
     loglikelihood_shared(lm, ep.shared[:128], parts[:1], hidden_ids=ep.hidden_ids)  # proves the shared path once
     path = verified_path(lm)
 
-    def per_query():
+    def per_query(lm=lm):
         return [loglikelihood(lm, ep.shared + prefix, targets, hidden_ids=ep.hidden_ids) for prefix, targets in parts]
 
-    def shared():
+    def shared(lm=lm):
         return loglikelihood_shared(lm, ep.shared, parts, hidden_ids=ep.hidden_ids)
 
     times = {per_query: [], shared: []}
