@@ -181,9 +181,9 @@ def test_episode_speed_bench_tiny():
 
     tiny = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, head_dim=16,
                 dtype="float32")
-    r = run_episode_speed_bench(way=3, shot=2, queries=1, reps=1, model_kwargs=tiny, exact_kwargs=tiny)
-    assert (r["way"], r["shot"], r["queries"]) == (3, 2, 3) and r["engine_path"] in ("cached", "pruned")
-    assert r["shared_prefix_tokens"] > 6 * 250 and not r["cropped"] and r["demo_tokens_kept"] == 250
+    r = run_episode_speed_bench(way=2, shot=2, queries=1, reps=1, model_kwargs=tiny, exact_kwargs=tiny)
+    assert (r["way"], r["shot"], r["queries"]) == (2, 2, 2) and r["engine_path"] in ("cached", "pruned")
+    assert r["shared_prefix_tokens"] > 4 * 250 and not r["cropped"] and r["demo_tokens_kept"] == 250
     assert r["max_abs_diff"] <= 1e-4 and r["speedup"] > 0 and len(r["speedup_each"]) == 1
-    # six demonstrations fed once instead of three times
-    assert r["fed_tokens_shared"] < r["fed_tokens_per_query_prompts"] and r["fed_tokens_ratio"] > 2
+    # four demonstrations fed once instead of twice
+    assert r["fed_tokens_shared"] < r["fed_tokens_per_query_prompts"] and r["fed_tokens_ratio"] > 1.5
