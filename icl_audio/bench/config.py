@@ -104,7 +104,8 @@ def source_slug(path: Path | str) -> str:
     """A file-name-safe short name of a source folder or file (``My Sounds/`` -> ``My-Sounds``)."""
     import re
 
-    stem = Path(str(path)).expanduser().stem or Path(str(path)).expanduser().resolve().name
+    path = Path(str(path)).expanduser()
+    stem = path.stem if path.suffix.lower() == ".csv" else (path.name or path.resolve().name)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:40] or "data"
 
 
