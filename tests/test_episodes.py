@@ -131,6 +131,10 @@ def test_prototype_and_nearest_on_a_problem_with_known_answers():
 
 
 def test_episode_config_checks():
+    from icl_audio.bench.config import DEFAULT_EPISODE_METHODS
+    from icl_audio.cli import bench as cli_bench
+
+    assert cli_bench.EPISODE_METHODS.split(",") == list(DEFAULT_EPISODE_METHODS)  # the CLI's copy (no numpy import)
     base = dict(dataset="esc50", root=".", model="debug", codec="debug")
     cfg = validate(BenchConfig(**base, episodes=3))
     assert (cfg.way, cfg.shots, cfg.queries) == (5, (1,), 1)
