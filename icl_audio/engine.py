@@ -43,7 +43,7 @@ import numpy as np
 from icl_audio.hf_compat import llama as compat
 
 __all__ = ["Target", "Plan", "Pass", "make_plan", "Executor", "loglikelihood", "loglikelihood_naive",
-           "MAX_BATCH_TOKENS"]
+           "loglikelihood_shared", "MAX_BATCH_TOKENS"]
 
 log = logging.getLogger("icl_audio")
 
@@ -509,3 +509,129 @@ def loglikelihood_naive(model: Any, prefix_ids: Sequence[int], continuations: Se
             tok = torch.tensor(t.ids[t.score_from:], device=device)
             results.append((float(logp[idx, tok].double().sum()), n - t.score_from))
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# several queries after one shared prefix (an episode: its demonstrations, then each query)
+
+
+class _SharedPrefixExecutor(Executor):
+    """An :class:`Executor` whose plans all begin with the same fed tokens, ``shared``: their keys
+    and values are computed once (the first time a plan needs them) and every plan starts from them.
+
+    A plan's own part of the prefix (the query) is one pass against the shared cache: a chain, each
+    token seeing the shared tokens and the query tokens before it; its trie passes then run against
+    shared + query keys and values exactly as :meth:`Executor.hidden_rows` runs them against a prompt's.
+    """
+
+    def __init__(self, model: Any, path: str, shared: Sequence[int], shared_positions: Sequence[int]):
+        super().__init__(model, path)
+        self.shared, self.shared_positions = tuple(shared), tuple(shared_positions)
+        self._shared_kv = None
+        self._shared_last = None
+
+    def _shared_pass(self):
+        import torch
+
+        if self._shared_kv is None:
+            n = len(self.shared)
+            h, out = self._decode([n - 1], input_ids=torch.tensor([self.shared], device=self.device),
+                                  position_ids=torch.tensor([self.shared_positions], device=self.device), use_cache=True)
+            self._shared_kv = [(k[:, :, :n], v[:, :, :n]) for k, v in compat.cache_tensors(compat.output_cache(out))]
+            self._shared_last = h
+        return self._shared_kv, self._shared_last
+
+    def hidden_rows(self, plan: Plan):
+        import torch
+
+        n_shared = len(self.shared)
+        if plan.prefix[:n_shared] != self.shared or plan.prefix_positions[:n_shared] != self.shared_positions:
+            raise ValueError("the plan does not start with the shared prefix")
+        kv, h = self._shared_pass()
+        q_tokens, q_positions = plan.prefix[n_shared:], plan.prefix_positions[n_shared:]
+        n_prefix = len(plan.prefix)
+        if q_tokens:
+            chain = Pass(q_tokens, q_positions, np.tril(np.ones((len(q_tokens), len(q_tokens)), dtype=bool)),
+                         (len(q_tokens) - 1,))
+            h, out = self._decode(
+                [len(q_tokens) - 1], input_ids=torch.tensor([q_tokens], device=self.device),
+                position_ids=torch.tensor([q_positions], device=self.device),
+                attention_mask=_pass_mask(chain, n_shared, self.dtype, self.device, with_prefix_rows=False),
+                use_cache=True, **{self.cache_kw: compat.cache_from_tensors(kv)})
+            if plan.passes:
+                kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in compat.cache_tensors(compat.output_cache(out))]
+            del out
+        chunks = [h]
+        for p in plan.passes:
+            h, _ = self._decode(
+                list(p.read),
+                input_ids=torch.tensor([p.tokens], device=self.device),
+                position_ids=torch.tensor([p.positions], device=self.device),
+                attention_mask=_pass_mask(p, n_prefix, self.dtype, self.device, with_prefix_rows=False),
+                use_cache=True, **{self.cache_kw: compat.cache_from_tensors(kv)})
+            chunks.append(h)
+        return torch.cat(chunks, dim=0)
+
+
+_SHARED_MEMO = "_icl_audio_shared_prefix"
+
+
+def _shared_prefix_proven(hf: Any, path: str) -> bool:
+    """Whether :class:`_SharedPrefixExecutor` reproduces the plain path on this model (checked once per
+    model on a probe of a few tokens, as :func:`verified_path` checks the prompt cache; one warning if not)."""
+    from icl_audio.hf_compat import proven_once, warn_fallback
+
+    def prove(decoder):
+        import torch
+
+        vocab = hf.get_input_embeddings().weight.shape[0]
+        ids = [int(x) for x in np.random.default_rng(1).integers(0, min(vocab, 1000), size=16)]
+        conts = [Target(tuple(ids[9:12])), Target(tuple(ids[9:11]) + (ids[12],)), Target(tuple(ids[13:16]), 1)]
+        tol = 1e-4 if hf.get_input_embeddings().weight.dtype == torch.float32 else 3e-2
+        shared = _SharedPrefixExecutor(hf, path, ids[:5], range(5))
+        try:
+            with torch.inference_mode():
+                for query in (ids[5:9], ids[5:6], []):
+                    plan = make_plan(ids[:5] + query, conts, max_batch_tokens=3)
+                    ref = Executor(hf, "plain").hidden_rows(plan).float()
+                    got = shared.hidden_rows(plan).float()
+                    err = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+                    if got.shape != ref.shape or err > tol:
+                        raise ValueError(f"differs from the plain path (relative error {err:.2e})")
+        except Exception as exc:  # a moved internal: one prompt per query instead, never a wrong score
+            warn_fallback("the shared-prefix scoring path", exc, "one prompt per query: slower, same scores")
+            return decoder
+        return _SHARED_MEMO
+
+    return proven_once(hf.get_decoder(), f"{_SHARED_MEMO}_{path}", prove) == _SHARED_MEMO
+
+
+def loglikelihood_shared(model: Any, shared_prefix: Sequence[int], queries: Sequence[tuple[Sequence[int], Sequence[Any]]], *,
+                         max_batch_tokens: int = MAX_BATCH_TOKENS, hidden_ids: Iterable[int] = (),
+                         path: str | None = None) -> list[list[tuple[float, int]]]:
+    """Log-likelihoods for several queries that share a prefix, its keys and values computed once.
+
+    ``shared_prefix``: token ids every query starts with (an episode's instruction and demonstrations).
+    ``queries``: ``(query_prefix_ids, continuations)`` pairs; query ``j`` is scored exactly as
+    ``loglikelihood(model, shared_prefix + query_prefix_ids, continuations)`` (equal within float
+    rounding), so ``continuations`` take the same forms (token ids or :class:`Target`).
+    ``hidden_ids``, ``max_batch_tokens``, ``path``: as :func:`loglikelihood`. Returns one result list per
+    query, in input order.
+
+    The shared keys and values are reused only on a verified cached path, after a once-per-model proof
+    against the plain path (:func:`_shared_prefix_proven`); otherwise each query runs as its own prompt.
+    """
+    shared = [int(x) for x in shared_prefix]
+    plans = [make_plan(shared + [int(x) for x in q], conts, max_batch_tokens=max_batch_tokens, hidden_ids=hidden_ids)
+             for q, conts in queries]
+    if not plans:
+        return []
+    chosen = path or verified_path(model)
+    hidden = frozenset(int(x) for x in hidden_ids)
+    fed = [(t, p) for p, t in enumerate(shared) if t not in hidden]
+    hf = _hf_model(model)
+    if chosen == "plain" or not fed or not _shared_prefix_proven(hf, chosen):
+        executor = Executor(model, chosen)
+        return [executor.run(plan) for plan in plans]
+    executor = _SharedPrefixExecutor(model, chosen, [t for t, _ in fed], [p for _, p in fed])
+    return [executor.run(plan) for plan in plans]

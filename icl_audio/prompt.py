@@ -1,9 +1,9 @@
-"""The prompt stage: TOML templates, the context budget, and prompts built as token ids segment by segment.
+"""The prompt stage: prompts built as token ids, segment by segment, from a template and the context budget.
 
-A template (``prompts/*.toml``) gives, for each scoring direction, an ``instruction``, an ``example``
-(one demonstration, containing ``{audio}`` and ``{label}`` exactly once each) and a ``separator``.
-The query is the same ``example`` cut at the scored slot, so demonstrations and query can never
-disagree in structure:
+Templates are read by :mod:`icl_audio.prompt_templates`; the budget (how many demonstrations fit, how
+much of each clip is kept) is :mod:`icl_audio.prompt_budget`. A template's ``example`` is one
+demonstration; the query is the same ``example`` cut at the scored slot, so demonstrations and query
+can never disagree in structure:
 
     direction  example order    shared prefix ends with         each candidate continuation
     direct     {audio}..{label}  ...query audio...<up to label>  label + rest of example      (all scored)
@@ -20,6 +20,11 @@ spelling ``<|SPEECH_GENERATION_END|>`` therefore stays text and cannot break the
 Nothing depends on the date (no chat template is run: the Llama-3.2 system header is written into
 the template with a fixed date). Markup Llasa never saw in training (:data:`UNTRAINED_MARKUP`) is
 refused in any template.
+
+Two builds: :meth:`PromptBuilder.build` (one query, its retrieved demonstrations) and
+:meth:`PromptBuilder.build_episode` (an N-way K-shot episode: every query of the episode after the
+same demonstrations, cropped once, so that the engine computes their keys and values once:
+:func:`icl_audio.engine.loglikelihood_shared`).
 """
 
 from __future__ import annotations
@@ -33,23 +38,19 @@ import numpy as np
 
 from icl_audio.engine import Target
 from icl_audio.errors import ICLAudioError
-from icl_audio.families.llasa import TEMPLATE as LLASA_TEMPLATE
+from icl_audio.prompt_budget import MIN_DEMO_TOKENS, QUERY_SHARE, BudgetPlan, crop_centre, plan_budget
+from icl_audio.prompt_templates import (
+    DEFAULT_TEMPLATE, MODES, PLACEHOLDER, TEMPLATE_ALIASES, UNTRAINED_MARKUP, Format, Template, list_templates,
+    load_template, templates_dir,
+)
 
-# A demonstration keeps at least this many audio tokens (1 s at 50 tokens/s) when the context is
-# short; below that, the least similar demonstration is dropped instead of cropping further.
-MIN_DEMO_TOKENS = 50
-# When cropping, the query may keep up to this many times the share of one demonstration: it is
-# the clip being classified.
-QUERY_SHARE = 2
+__all__ = [
+    "DEFAULT_TEMPLATE", "MODES", "MIN_DEMO_TOKENS", "QUERY_SHARE", "TEMPLATE_ALIASES", "UNTRAINED_MARKUP",
+    "BudgetPlan", "Demo", "EpisodePrompt", "Format", "Prompt", "PromptBuilder", "QueryPart", "Template",
+    "build_prompt", "crop_centre", "list_templates", "load_template", "plan_budget", "render_text", "templates_dir",
+]
 
-MODES = ("direct", "channel")
-DEFAULT_TEMPLATE = LLASA_TEMPLATE  # the default model family's (icl_audio.families.llasa)
-TEMPLATE_ALIASES = {"default": DEFAULT_TEMPLATE}  # the 0.1 name of the default template
-# Added to Llasa's vocabulary but absent from every training sequence: untrained embeddings and output rows.
-UNTRAINED_MARKUP = frozenset({"<|SPEECH_UNDERSTANDING_START|>", "<|SPEECH_UNDERSTANDING_END|>",
-                              "<|TEXT_GENERATION_START|>", "<|TEXT_GENERATION_END|>"})
 EOT = "<|eot_id|>"
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
 _MARKUP = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 _SPLIT = re.compile(r"(\{[A-Za-z_]+\}|<\|[A-Za-z0-9_]+\|>)")
 
@@ -90,228 +91,51 @@ class Prompt:
 
 
 @dataclass(frozen=True)
-class Format:
-    """One direction of a template: instruction (may use ``{labels}``), example, separator."""
+class QueryPart:
+    """One query of an episode: what follows the shared demonstrations (``prefix``), and one
+    :class:`Target` per candidate label. ``query_tokens``: query audio tokens kept; ``cropped``: the
+    query's audio was shortened."""
 
-    instruction: str
-    example: str
-    separator: str = ""
-
-
-@dataclass(frozen=True)
-class Template:
-    """A prompt template as read from a TOML file (see ``prompts/README.md``)."""
-
-    name: str
-    description: str
-    bos: bool
-    direct: Format
-    channel: Format
-    labels_joiner: str
-    source: str
-    mask_eot: bool = False
-
-    def format(self, mode: str) -> Format:
-        """The :class:`Format` for ``mode`` ("direct" or "channel")."""
-        if mode == "direct":
-            return self.direct
-        if mode == "channel":
-            return self.channel
-        raise ICLAudioError(f"unknown scoring mode {mode!r}: use direct or channel")
-
-
-# --------------------------------------------------------------------------------------------
-# templates
-
-
-def templates_dir() -> Path:
-    """The folder holding the built-in templates (``prompts/`` of the repository or the installed package)."""
-    try:
-        from importlib.resources import files
-
-        folder = Path(str(files("icl_audio.prompts")))
-        if (folder / f"{DEFAULT_TEMPLATE}.toml").is_file():
-            return folder
-    except (ImportError, ModuleNotFoundError, TypeError):
-        pass
-    # Editable checkout without the package mapping: prompts/ sits next to icl_audio/.
-    return Path(__file__).resolve().parent.parent / "prompts"
-
-
-def list_templates() -> list[str]:
-    """Names of the built-in templates (usable as ``--template NAME``)."""
-    return sorted(p.stem for p in templates_dir().glob("*.toml"))
-
-
-def _toml_load(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ICLAudioError(f"template {path} cannot be read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ICLAudioError(f"template {path} is not valid TOML: {exc}") from None
-
-
-def _check_string(text: Any, where: str, allowed: set[str]) -> str:
-    if not isinstance(text, str):
-        raise ICLAudioError(f"{where} must be a string")
-    for name in _PLACEHOLDER.findall(text):
-        if name not in allowed:
-            ok = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
-            raise ICLAudioError(f"{where} uses unknown placeholder {{{name}}} (allowed here: {ok})")
-    return text
-
-
-def _read_format(data: Any, src: str, mode: str) -> Format:
-    if not isinstance(data, dict):
-        raise ICLAudioError(f"template {src} needs a [{mode}] table with instruction, example and separator")
-    unknown = set(data) - {"instruction", "example", "separator"}
-    if unknown:
-        raise ICLAudioError(f"template {src}: unknown key(s) in [{mode}]: {', '.join(sorted(unknown))}")
-    if "example" not in data:
-        raise ICLAudioError(f"template {src}: [{mode}] has no example")
-    instruction = _check_string(data.get("instruction", ""), f"template {src}: [{mode}].instruction", {"labels"})
-    example = _check_string(data["example"], f"template {src}: [{mode}].example", {"audio", "label", "end"})
-    separator = _check_string(data.get("separator", ""), f"template {src}: [{mode}].separator", set())
-    slots = _PLACEHOLDER.findall(example)
-    if slots.count("audio") != 1 or slots.count("label") != 1:
-        raise ICLAudioError(f"template {src}: [{mode}].example must contain {{audio}} and {{label}} once each")
-    if slots.count("end") > 1:
-        raise ICLAudioError(f"template {src}: [{mode}].example may contain {{end}} once")
-    audio_first = slots.index("audio") < slots.index("label")
-    scored_slot = slots.index("label") if mode == "direct" else slots.index("audio")
-    if "end" in slots and slots.index("end") < scored_slot:
-        raise ICLAudioError(f"template {src}: [{mode}].example must put {{end}} after the scored "
-                            f"{'{label}' if mode == 'direct' else '{audio}'}")
-    if mode == "direct" and not audio_first:
-        raise ICLAudioError(f"template {src}: [direct].example must put {{audio}} before {{label}}")
-    if mode == "channel" and audio_first:
-        raise ICLAudioError(f"template {src}: [channel].example must put {{label}} before {{audio}}")
-    return Format(instruction=instruction, example=example, separator=separator)
-
-
-def load_template(name: str = DEFAULT_TEMPLATE) -> Template:
-    """Read a template: a built-in name (``llasa``, ``uniaudio``; ``default`` = ``llasa``) or a path to a TOML file.
-
-    Raises ICLAudioError (one line) for an unknown name, an unreadable file or an invalid template.
-    """
-    if isinstance(name, Path) or str(name).endswith(".toml") or "/" in str(name) or "\\" in str(name):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise ICLAudioError(f"template file {path} does not exist")
-    else:
-        name = TEMPLATE_ALIASES.get(str(name), str(name))
-        path = templates_dir() / f"{name}.toml"
-        if not path.is_file():
-            known = ", ".join(list_templates()) or "none found"
-            raise ICLAudioError(f"unknown template {name!r} (built-in: {known}; or give a path to a .toml file)")
-    data = _toml_load(path)
-    src = str(path)
-    unknown = set(data) - {"name", "description", "bos", "labels_joiner", "mask_eot", "direct", "channel"}
-    if unknown:
-        raise ICLAudioError(f"template {src}: unknown key(s) {', '.join(sorted(unknown))}")
-    bos = data.get("bos", True)
-    if not isinstance(bos, bool):
-        raise ICLAudioError(f"template {src}: bos must be true or false")
-    mask_eot = data.get("mask_eot", False)
-    if not isinstance(mask_eot, bool):
-        raise ICLAudioError(f"template {src}: mask_eot must be true or false")
-    joiner = data.get("labels_joiner", ", ")
-    if not isinstance(joiner, str):
-        raise ICLAudioError(f"template {src}: labels_joiner must be a string")
-    return Template(
-        name=str(data.get("name", path.stem)),
-        description=str(data.get("description", "")),
-        bos=bos,
-        direct=_read_format(data.get("direct"), src, "direct"),
-        channel=_read_format(data.get("channel"), src, "channel"),
-        labels_joiner=joiner,
-        source=src,
-        mask_eot=mask_eot,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# context budget
+    prefix: tuple[int, ...]
+    targets: tuple[Target, ...]
+    query_tokens: int
+    cropped: bool
 
 
 @dataclass(frozen=True)
-class BudgetPlan:
-    """How many demonstrations to keep (the first ``n_demos``, most similar first) and audio caps.
+class EpisodePrompt:
+    """An episode's prompts: ``shared`` (instruction and every demonstration, cropped once) then, per
+    query, its :class:`QueryPart`. Query ``j`` sees exactly ``shared + queries[j].prefix`` and its
+    targets, as :meth:`prompt` spells out.
 
-    ``demo_cap``/``query_cap`` are the most audio tokens a demonstration / the query keeps (None:
-    uncropped).
+    ``demo_tokens``: audio tokens kept of each demonstration, in prompt order (0 for one that did not
+    fit at all); ``demos_used``: demonstrations placed; ``cropped``: some demonstration was shortened.
     """
 
-    n_demos: int
-    demo_cap: int | None
-    query_cap: int | None
+    shared: tuple[int, ...]
+    queries: tuple[QueryPart, ...]
+    demo_tokens: tuple[int, ...]
+    demos_used: int
+    cropped: bool
+    hidden_ids: frozenset = frozenset()
+
+    def prompt(self, j: int) -> Prompt:
+        """Query ``j``'s prompt as one :class:`Prompt` (what :meth:`PromptBuilder.build` would return)."""
+        q = self.queries[j]
+        return Prompt(prefix=self.shared + q.prefix, targets=q.targets, demos_used=self.demos_used,
+                      cropped=self.cropped or q.cropped, query_tokens=q.query_tokens, hidden_ids=self.hidden_ids)
 
 
-def plan_budget(demo_lengths: Sequence[int], query_length: int, demo_overheads: Sequence[int],
-                base_overhead: int, max_context: int, min_demo_tokens: int = MIN_DEMO_TOKENS) -> BudgetPlan:
-    """Fit demonstrations and query into ``max_context`` tokens (pure function).
+@dataclass(frozen=True)
+class _Layout:
+    """The token parts of one build that do not depend on audio: start, label ids, costs without audio."""
 
-    ``demo_lengths``: audio tokens per demonstration, most similar first; ``demo_overheads``: the
-    non-audio tokens each demonstration costs (markup, label, separator); ``base_overhead``: everything
-    else (instruction, query markup, the longest candidate continuation without audio).
-
-    Policy: keep everything if it fits. Otherwise crop all clips to a common cap ``c`` (the largest that
-    fits), the query keeping up to ``QUERY_SHARE * c``. If ``c`` would fall below ``min_demo_tokens``,
-    drop the least similar demonstration and try again. With no demonstrations left, the query alone
-    is cropped to what remains. Labels and structure are never cut. Raises ICLAudioError when even the
-    structure alone does not fit.
-    """
-    n = len(demo_lengths)
-    for m in range(n, -1, -1):
-        avail = max_context - base_overhead - sum(demo_overheads[:m])
-        lens = list(demo_lengths[:m])
-        if avail < 1:
-            continue
-        if sum(lens) + query_length <= avail:
-            return BudgetPlan(m, None, None)
-        if m == 0:
-            return BudgetPlan(0, None, min(query_length, avail))
-
-        def used(c: int) -> int:
-            return sum(min(x, c) for x in lens) + min(query_length, QUERY_SHARE * c)
-
-        lo, hi = 0, max(max(lens), -(-query_length // QUERY_SHARE))
-        while lo < hi:  # largest c with used(c) <= avail
-            mid = (lo + hi + 1) // 2
-            if used(mid) <= avail:
-                lo = mid
-            else:
-                hi = mid - 1
-        c = lo
-        if c >= min_demo_tokens or all(x <= c for x in lens) and c > 0:
-            query_cap = min(query_length, QUERY_SHARE * c)
-            # Give tokens the integer cap left unused to the query (it matters most).
-            spare = avail - used(c)
-            if query_cap < query_length and spare > 0:
-                query_cap = min(query_length, query_cap + spare)
-            return BudgetPlan(m, c, query_cap)
-    structure = base_overhead
-    raise ICLAudioError(
-        f"the prompt structure alone needs {structure} tokens of the {max_context}-token context "
-        f"(labels too long or too many for the template): raise max_context or shorten the labels"
-    )
-
-
-def crop_centre(codes: np.ndarray, cap: int | None) -> np.ndarray:
-    """The middle ``cap`` codes of ``codes`` (all of them when shorter or ``cap`` is None).
-
-    Centred because sound events in dataset clips tend to sit in the middle, with silence at the edges.
-    """
-    if cap is None or len(codes) <= cap:
-        return codes
-    start = (len(codes) - cap) // 2
-    return codes[start:start + cap]
+    mode: str
+    start: tuple[int, ...]
+    label_tokens: tuple[tuple[int, ...], ...]
+    demo_label_tokens: tuple[tuple[int, ...], ...]
+    demo_overheads: tuple[int, ...]
+    base_overhead: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +179,7 @@ class PromptBuilder:
                         f"{self.lm.model_id}"
                     )
                 out.append(("ids", (self.lm.layout.special_ids[piece],)))
-            elif _PLACEHOLDER.fullmatch(piece):
+            elif PLACEHOLDER.fullmatch(piece):
                 out.append((piece[1:-1],))
             else:
                 out.append(("ids", tuple(self.lm.text_ids(piece))))
@@ -373,7 +197,11 @@ class PromptBuilder:
         parts = tuple(self._literal(example, f"[{mode}].example"))
         instruction = tuple(self._literal(fmt.instruction, f"[{mode}].instruction"))
         separator = tuple(self._literal(fmt.separator, f"[{mode}].separator"))
-        return {"parts": parts, "label_space": label_space, "instruction": instruction, "separator": separator}
+        slots = [p[0] for p in parts]
+        return {"parts": parts, "label_space": label_space, "instruction": instruction, "separator": separator,
+                "label_at": slots.index("label"), "audio_at": slots.index("audio"),
+                "end_at": slots.index("end") if "end" in slots else len(parts),
+                "separator_ids": [i for p in separator for i in p[1]]}
 
     def label_ids(self, label: str, mode: str = "direct") -> tuple[int, ...]:
         """Plain-text token ids of ``label`` as written in ``mode``'s example (leading space included)."""
@@ -405,6 +233,49 @@ class PromptBuilder:
                 out.extend(self.lm.text_ids(self.template.labels_joiner.join(labels)))
         return out
 
+    # -- the parts of a build
+
+    def _layout(self, mode: str, labels: Sequence[str], demo_labels: Sequence[str]) -> _Layout:
+        """Everything of a prompt but its audio, and what it costs (for :func:`plan_budget`)."""
+        if mode not in MODES:
+            raise ICLAudioError(f"unknown scoring mode {mode!r}: use direct or channel")
+        comp = self._compiled[mode]
+        parts, label_at, end_at = comp["parts"], comp["label_at"], comp["end_at"]
+        bos_id = self.lm.layout.special_ids.get("<|begin_of_text|>", getattr(self.lm.tokenizer, "bos_token_id", None))
+        start = ([bos_id] if self.template.bos and bos_id is not None else []) + self._instruction(mode, labels)
+        label_tokens = tuple(self.label_ids(lab, mode) for lab in labels)
+        demo_label_tokens = tuple(self.label_ids(lab, mode) for lab in demo_labels)
+        # Costs without audio, for the budget.
+        no_audio: list[int] = []
+        demo_over = tuple(len(self._render(parts, no_audio, lt)) + len(comp["separator_ids"]) for lt in demo_label_tokens)
+        query_struct = len(self._render(parts[:label_at], no_audio, ()))
+        rest = len(self._render(parts[label_at + 1:end_at], no_audio, ()))
+        # direct: label + rest of the example; channel: the same count (the audio is budgeted apart).
+        cont_struct = max(len(lt) for lt in label_tokens) + rest
+        return _Layout(mode, tuple(start), label_tokens, demo_label_tokens, demo_over,
+                       len(start) + query_struct + cont_struct)
+
+    def _demo_ids(self, mode: str, codes: np.ndarray, label_tokens: Sequence[int]) -> list[int]:
+        comp = self._compiled[mode]
+        return self._render(comp["parts"], self.lm.layout.to_ids(codes).tolist(), label_tokens) + comp["separator_ids"]
+
+    def _query_part(self, lay: _Layout, q_ids: Sequence[int], content_free: bool = False
+                    ) -> tuple[list[int], tuple[Target, ...]]:
+        """What follows the demonstrations for one query: its prefix and one target per candidate."""
+        comp = self._compiled[lay.mode]
+        parts, label_at, audio_at, end_at = comp["parts"], comp["label_at"], comp["audio_at"], comp["end_at"]
+        prefix = self._render(parts[:label_at], q_ids, ())
+        if lay.mode == "direct":
+            tail = tuple(self._render(parts[label_at + 1:end_at], q_ids, ()))
+            return prefix, tuple(Target(tuple(lt) + tail, 0) for lt in lay.label_tokens)
+        middle = tuple(self._render(parts[label_at + 1:audio_at], (), ()))
+        rest = tuple(self._render(parts[audio_at:end_at], q_ids, ()))
+        # content-free: the same query audio after an empty label, once per candidate
+        label_tokens = [()] * len(lay.label_tokens) if content_free else lay.label_tokens
+        return prefix, tuple(Target(tuple(lt) + middle + rest, len(lt) + len(middle)) for lt in label_tokens)
+
+    # -- builds
+
     def build(self, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str], *,
               mode: str = "direct", max_context: int = 2048, content_free: bool = False) -> Prompt:
         """Build the prompt for one query.
@@ -416,58 +287,61 @@ class PromptBuilder:
         content-free input of contextual calibration), channel mode gives every candidate an empty label.
         The budget policy is :func:`plan_budget`; ``Prompt.demos_used``/``cropped`` report its effect.
         """
-        if mode not in MODES:
-            raise ICLAudioError(f"unknown scoring mode {mode!r}: use direct or channel")
-        comp = self._compiled[mode]
-        parts = comp["parts"]
-        label_at = next(i for i, p in enumerate(parts) if p[0] == "label")
-        audio_at = next(i for i, p in enumerate(parts) if p[0] == "audio")
-        end_at = next((i for i, p in enumerate(parts) if p[0] == "end"), len(parts))
-        to_ids = self.lm.layout.to_ids
-        separator = [i for p in comp["separator"] for i in p[1]]
-
-        bos_id = self.lm.layout.special_ids.get("<|begin_of_text|>", getattr(self.lm.tokenizer, "bos_token_id", None))
-        start = ([bos_id] if self.template.bos and bos_id is not None else []) + self._instruction(mode, labels)
-        label_tokens = [self.label_ids(lab, mode) for lab in labels]
-        demo_label_tokens = [self.label_ids(d.label, mode) for d in demos]
-
-        # Costs without audio, for the budget.
-        no_audio: list[int] = []
-        demo_over = [len(self._render(parts, no_audio, lt)) + len(separator) for lt in demo_label_tokens]
-        if mode == "direct":
-            query_struct = len(self._render(parts[:label_at], no_audio, ()))
-            cont_struct = max(len(lt) + len(self._render(parts[label_at + 1:end_at], no_audio, ())) for lt in label_tokens)
-        else:
-            query_struct = len(self._render(parts[:label_at], no_audio, ()))
-            cont_struct = max(len(lt) for lt in label_tokens) + len(self._render(parts[label_at + 1:end_at], no_audio, ()))
-        base = len(start) + query_struct + cont_struct
+        lay = self._layout(mode, labels, [d.label for d in demos])
         query_codes = np.asarray(query_codes)
-        plan = plan_budget([len(d.codes) for d in demos], len(query_codes), demo_over, base, max_context)
-
-        used = list(demos[: plan.n_demos])
+        plan = plan_budget([len(d.codes) for d in demos], len(query_codes), lay.demo_overheads, lay.base_overhead,
+                           max_context)
         cropped = plan.query_cap is not None and plan.query_cap < len(query_codes)
-        prefix = list(start)
-        for d, lt in zip(reversed(used), reversed(demo_label_tokens[: plan.n_demos])):
+        prefix = list(lay.start)
+        for d, lt in zip(reversed(demos[: plan.n_demos]), reversed(lay.demo_label_tokens[: plan.n_demos])):
             codes = crop_centre(np.asarray(d.codes), plan.demo_cap)
             cropped = cropped or len(codes) < len(d.codes)
-            prefix += self._render(parts, to_ids(codes).tolist(), lt) + separator
+            prefix += self._demo_ids(mode, codes, lt)
         q = crop_centre(query_codes, plan.query_cap)
-        q_ids = [] if content_free and mode == "direct" else to_ids(q).tolist()
+        q_ids = [] if content_free and mode == "direct" else self.lm.layout.to_ids(q).tolist()
+        query_prefix, targets = self._query_part(lay, q_ids, content_free)
+        return Prompt(prefix=tuple(prefix + query_prefix), targets=targets, demos_used=plan.n_demos,
+                      cropped=bool(cropped), query_tokens=len(q_ids) and len(q), hidden_ids=self.hidden_ids)
 
-        targets = []
-        if mode == "direct":
-            prefix += self._render(parts[:label_at], q_ids, ())
-            tail = self._render(parts[label_at + 1:end_at], q_ids, ())
-            targets = [Target(tuple(lt) + tuple(tail), 0) for lt in label_tokens]
-        else:
-            prefix += self._render(parts[:label_at], q_ids, ())
-            middle = self._render(parts[label_at + 1:audio_at], (), ())
-            rest = self._render(parts[audio_at:end_at], q_ids, ())
-            if content_free:  # the same query audio after an empty label, once per candidate
-                label_tokens = [()] * len(label_tokens)
-            targets = [Target(tuple(lt) + tuple(middle) + tuple(rest), len(lt) + len(middle)) for lt in label_tokens]
-        return Prompt(prefix=tuple(prefix), targets=tuple(targets), demos_used=plan.n_demos, cropped=bool(cropped),
-                      query_tokens=len(q_ids) and len(q), hidden_ids=self.hidden_ids)
+    def build_episode(self, demos: Sequence[Demo], queries: Sequence[np.ndarray], labels: Sequence[str], *,
+                      mode: str = "direct", max_context: int = 2048) -> EpisodePrompt:
+        """Build every query's prompt of an N-way K-shot episode after one shared demonstration prefix.
+
+        ``demos``: the episode's support clips IN PROMPT ORDER (the first is placed first; an episode
+        shows all of them in one seeded order, not by similarity). ``queries``: each query's codes.
+        ``labels``: the candidates (the episode's N classes), one :class:`Target` each, in this order.
+
+        The budget is planned ONCE for the episode, against its longest query, so that every query
+        sees the same demonstrations cropped the same way. An episode keeps every demonstration
+        (cropping each down to one token if it must: K-shot means K shown) rather than dropping the
+        least similar as :meth:`build` does; only when not even one token each fits are the first
+        ones dropped (``demos_used`` says so). Each query keeps up to ``QUERY_SHARE`` times a
+        demonstration's share, plus what the integer cap leaves unused.
+        """
+        if not queries:
+            raise ICLAudioError("an episode needs at least one query")
+        lay = self._layout(mode, labels, [d.label for d in demos])
+        queries = [np.asarray(q) for q in queries]
+        # Planned with the demonstrations nearest the query first, so that what cannot fit at all is
+        # what stands farthest from the queries.
+        plan = plan_budget([len(d.codes) for d in reversed(demos)], max(len(q) for q in queries),
+                           lay.demo_overheads[::-1], lay.base_overhead, max_context, min_demo_tokens=1)
+        shown = len(demos) - plan.n_demos  # the first shown demonstration's position
+        shared = list(lay.start)
+        kept = [0] * len(demos)
+        cropped = False
+        for i in range(shown, len(demos)):
+            codes = crop_centre(np.asarray(demos[i].codes), plan.demo_cap)
+            kept[i] = len(codes)
+            cropped = cropped or len(codes) < len(demos[i].codes)
+            shared += self._demo_ids(mode, codes, lay.demo_label_tokens[i])
+        parts = []
+        for q in queries:
+            kept_q = crop_centre(q, plan.query_cap)
+            prefix, targets = self._query_part(lay, self.lm.layout.to_ids(kept_q).tolist())
+            parts.append(QueryPart(tuple(prefix), targets, len(kept_q), len(kept_q) < len(q)))
+        return EpisodePrompt(shared=tuple(shared), queries=tuple(parts), demo_tokens=tuple(kept),
+                             demos_used=plan.n_demos, cropped=cropped, hidden_ids=self.hidden_ids)
 
 
 def build_prompt(lm: Any, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str], *,

@@ -104,10 +104,15 @@ def test_bench_hf_fold_column_and_hub_splits(tmp_path, capsys):
     assert select_units(recipe, items, None, source) == ["test"]
     support, queries = recipe.split_items(items, "test")
     assert [it.key for it in queries] == [f"hf:{split.resolve()}@test#{i}" for i in range(2)] and len(support) == 4
-    # Neither a fold column nor a test split: no protocol is invented.
-    assert main(["bench", "hf", "--hf", str(folds), *FAST]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs a train and a test split; name a fold column (--fold-column)" in err
+    # Neither a fold column nor train and test splits: stratified k-fold, as for `bench folder`.
+    recipe, items, _ = hub_recipe(f"hf:{folds}", kfold=3)
+    assert recipe.protocol == "folds" and recipe.folds == (1, 2, 3) and sorted({it.fold for it in items}) == [1, 2, 3]
+    recipe, _, _ = hub_recipe(f"hf:{folds}")
+    assert recipe.folds == (1, 2, 3, 4, 5) and "stratified 5-fold" in recipe.description
+    # A fold column that is not there: one line, before any model loads.
+    capsys.readouterr()
+    assert main(["bench", "hf", "--hf", str(split), "--fold-column", "no_such_column", *FAST]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_suite_file_takes_hub_copies_and_audio_roots(tmp_path):
@@ -121,3 +126,17 @@ def test_suite_file_takes_hub_copies_and_audio_roots(tmp_path):
     assert configs["emovo"].hf_config == "fold2"
     assert (configs["arca23k-fsd"].root, configs["arca23k-fsd"].audio_root) == (tmp_path / "arca", tmp_path / "fsd50k")
     assert configs["gtzan"].root == Path("/data/gtzan")
+
+
+def test_bench_hf_runs_episodes_over_its_classes(tmp_path, capsys):
+    folds = _labelled(tmp_path, splits=False)
+    out = tmp_path / "episodes"
+    assert main(["bench", "hf", "--hf", str(folds), "--episodes", "2", "--way", "2", "--shot", "1", "--mode", "direct",
+                 "--methods", "icl,nearest", "--model", "debug", "--codec", "debug", "--quiet", "--out", str(out),
+                 "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(len(e["support"]) == 2 and len(e["queries"]) == 2 for e in lines)
+    # Dataset rows are named by their stable references in the episode file.
+    assert all(c["path"].startswith(f"hf:{folds.resolve()}@") for e in lines for c in e["support"] + e["queries"])
+    assert {r["method"] for r in results["runs"]} == {"icl", "nearest"}

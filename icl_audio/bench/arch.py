@@ -1,8 +1,10 @@
-"""The ARCH benchmark runner: per evaluation unit, one support set and one retrieval, then every method x k x mode.
+"""The bench runner: the fold protocol (per evaluation unit, one support set and one retrieval, then every
+method x k x mode), or N-way K-shot episodes (:mod:`icl_audio.bench.episode_run`), on any source.
 
-Flow for one dataset (``run_bench``)::
+Flow of the fold protocol for one source (``run_bench``)::
 
-    recipe.prepare(root) -> items -> evaluation units (folds or "test")
+    source (resolve_source: a registered recipe + root, the user's folder/CSV, or a caller's recipe + items)
+      -> items -> evaluation units (folds or "test")
     per unit: support items -> stored support set  `bench-<dataset>-<unit>-<hash>` (built once, by rank 0)
               query items   -> [--limit: seeded subsample, dataset order kept] -> this rank's shard
               query codes (encoding.stream_codes) -> clip embeddings -> neighbours once, with the largest k
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from icl_audio.bench.clap import CLAP_TEMPLATE
 from icl_audio.bench.config import ALWAYS_METHODS, BenchConfig, BenchError, validate
 from icl_audio.bench.distributed import Dist
-from icl_audio.bench.plan import RunSpec, Unit, plan_runs, run_fingerprint, select_units, subsample, support_set_name, unit_label
+from icl_audio.bench.plan import Unit, plan_runs, run_fingerprint, select_units, subsample, support_set_name, unit_label
 from icl_audio.bench.predict import ProgressFactory, _Engine
 from icl_audio.bench.results import finish
 from icl_audio.bench.store import scan_done
@@ -51,32 +53,31 @@ def run_bench(
     *,
     dist: Dist | None = None,
     progress_factory: ProgressFactory | None = None,
-    on_prediction: Callable[[RunSpec, str], None] | None = None,
+    on_prediction: Callable[[Any, str], None] | None = None,
     recipe: "Recipe | None" = None,
     items: "Sequence[Item] | None" = None,
     source: str | None = None,
 ) -> BenchOutcome:
-    """Run (or resume) the ARCH benchmark of one dataset; rank 0 writes and returns the results.
+    """Run (or resume) the bench of one source; rank 0 writes and returns the results.
 
-    ``dist``: this process's rank (default: a one-process run). ``progress_factory(total, text)``
-    returns a ``progress(n)`` callback (e.g. ``ProgressBars.bar``). ``on_prediction(run, query)``
-    is called after each newly computed prediction (tests count and interrupt with it).
-    ``recipe`` + ``items`` (+ ``source``, naming where they come from): a recipe made at run time and
-    its items (``bench hf``), in place of ``cfg.dataset``'s recipe reading ``cfg.root`` / ``cfg.hf``.
+    ``cfg``: what to run (the fold protocol, or episodes when ``cfg.is_episodes``). ``recipe``,
+    ``items`` and ``source`` (naming where they come from): a source built at run time (``bench hf``,
+    or any caller's; see :func:`icl_audio.bench.sources.resolve_source`), in place of ``cfg.dataset``'s
+    recipe reading ``cfg.root`` / ``cfg.hf`` or ``cfg.source``. ``dist``: this process's rank (default: a
+    one-process run). ``progress_factory(total, text)`` returns a ``progress(n)`` callback (e.g.
+    ``ProgressBars.bar``). ``on_prediction(run, query)`` is called after each newly computed
+    prediction with its run (``.name``) and query key (tests count and interrupt with it).
     """
-    from icl_audio.bench.sources import dataset_items
+    from icl_audio.bench.sources import resolve_source
 
     cfg = validate(cfg)
     dist = dist or Dist()
-    if items is None:
-        recipe, items, root = dataset_items(cfg)
-    else:
-        from icl_audio.recipes import get_recipe
+    recipe, items, root = resolve_source(cfg, recipe, items, source)
+    if cfg.is_episodes:
+        from icl_audio.bench.episode_run import run_episodes
 
-        recipe = recipe or get_recipe(cfg.dataset)
-        root = source or str(cfg.root)
-    if cfg.protocol is not None and cfg.protocol not in ("folds", "splits"):
-        raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: folds, splits)")
+        return run_episodes(cfg, recipe, items, root, dist=dist, progress_factory=progress_factory,
+                            on_prediction=on_prediction)
     chosen = select_units(recipe, items, cfg.folds, root, cfg.protocol)
     out = cfg.out_dir.expanduser().resolve()
     if "clap-zero-shot" in cfg.methods:

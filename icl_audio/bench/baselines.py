@@ -84,3 +84,52 @@ def random_demos(n_support: int, k: int, rng: np.random.Generator) -> list[int]:
     set of ``--k`` values never changes the demonstrations of a k already computed.
     """
     return [int(i) for i in rng.permutation(n_support)[: min(k, n_support)]]
+
+
+# --------------------------------------------------------------------------------------------
+# few-shot baselines of an episode (N classes, K supports each), on the retrieval embeddings
+
+
+def cl2n(embeddings: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """SimpleShot's CL2N: subtract ``centre``, then L2-normalise each row (a zero row stays zero)."""
+    x = np.asarray(embeddings, dtype=np.float64) - np.asarray(centre, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def prototype(support: np.ndarray, support_labels: Sequence[str], queries: np.ndarray, candidates: Sequence[str],
+              centre: np.ndarray | None = None) -> list[Ranked]:
+    """SimpleShot CL2N (Wang et al. 2019): nearest class mean after centring and L2 normalisation.
+
+    ``support``: ``(n, d)`` embeddings with their ``support_labels``; ``queries``: ``(q, d)``.
+    ``centre``: the mean embedding to subtract (SimpleShot: the base classes'); None takes the mean
+    of ``support`` (what an episode offers when the dataset has no classes outside the evaluation).
+    Scores are minus the Euclidean distance to each class mean (of the normalised supports); a
+    candidate without supports scores ``-inf``. Returns one ranking per query, best first.
+    """
+    support = np.asarray(support, dtype=np.float64)
+    centre = support.mean(axis=0) if centre is None else np.asarray(centre, dtype=np.float64)
+    s, q = cl2n(support, centre), cl2n(np.atleast_2d(queries), centre)
+    labels = np.asarray(list(support_labels))
+    out = []
+    means = {c: s[labels == c].mean(axis=0) for c in candidates if np.any(labels == c)}
+    for row in q:
+        scores = {c: -float(np.linalg.norm(row - m)) for c, m in means.items()}
+        out.append(rank({c: scores.get(c, -np.inf) for c in candidates}, candidates))
+    return out
+
+
+def nearest(support: np.ndarray, support_labels: Sequence[str], queries: np.ndarray, candidates: Sequence[str]) -> list[Ranked]:
+    """1-nearest neighbour by cosine similarity: each candidate scores its most similar support clip.
+
+    ``support``/``queries``: L2-normalised embeddings (as :func:`icl_audio.retrieval.clip_embeddings`
+    makes them). The top label is the label of the single most similar support clip.
+    """
+    sims = np.atleast_2d(queries).astype(np.float64) @ np.asarray(support, dtype=np.float64).T
+    out = []
+    for row in sims:
+        best: dict[str, float] = {}
+        for label, sim in zip(support_labels, row.tolist()):
+            best[label] = max(best.get(label, -np.inf), sim)
+        out.append(rank({c: best.get(c, -np.inf) for c in candidates}, candidates))
+    return out

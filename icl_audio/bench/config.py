@@ -22,6 +22,17 @@ RANDOM_METHODS = ("random-label", "icl-random-demos")
 MODES = ("direct", "channel")
 DEFAULT_KS = (0, 1, 4, 8)
 
+#: Methods of the episode protocol (N-way K-shot): icl on the episode's demonstrations, and the
+#: few-shot baselines on the same episodes; clap-zero-shot only when asked.
+EPISODE_METHODS = ("icl", "prototype", "nearest", "random-label", "clap-zero-shot")
+DEFAULT_EPISODE_METHODS = ("icl", "prototype", "nearest", "random-label")
+#: Protocols: the fold protocol's units (folds, splits), or MetaAudio's ESC-50 episodes.
+PROTOCOLS = ("folds", "splits", "metaaudio")
+#: Generic sources (the user's own labelled data), read as `support build --folder/--csv` reads them.
+SOURCES = ("folder", "csv")
+DEFAULT_WAY, DEFAULT_SHOTS, DEFAULT_QUERIES = 5, (1,), 1
+DEFAULT_KFOLD = 5
+
 
 class BenchError(ICLAudioError):
     """A benchmark request that cannot run (bad option, fold not in the dataset, damaged outputs)."""
@@ -44,15 +55,22 @@ class BenchConfig:
     clip_seconds: how much of each clip is read (head kept); None for the dataset's ARCH length.
     clap_model: the CLAP checkpoint of the ``clap-zero-shot`` method (hub id or local folder).
     probe_epochs: epochs of the ``linear-probe`` baseline (ARCH's default 200).
+
+    Episodes (any of ``episodes``, ``episodes_file`` or ``protocol="metaaudio"`` selects them; see
+    :mod:`icl_audio.bench.episode_run`): episodes: how many per K; way: N; shots: K values; queries:
+    queries per class; episodes_file: an ``episodes.jsonl`` or ``.scp`` list to run instead of drawing.
+    source: None for a dataset recipe, or "folder" / "csv" for the user's own data at ``root``;
+    kfold: stratified k-fold cross-validation of such data (default 5 when it defines no folds).
+    ``ks`` and ``methods`` left None take the protocol's defaults.
     """
 
     dataset: str
     root: Path | None = None
-    ks: tuple[int, ...] = DEFAULT_KS
+    ks: tuple[int, ...] | None = None
     modes: tuple[str, ...] = MODES
     folds: tuple[int | str, ...] | None = None
     limit: int | None = None
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] | None = None
     model: str = DEFAULT_LLM
     codec: str = DEFAULT_CODEC
     out: Path | None = None
@@ -65,11 +83,36 @@ class BenchConfig:
     hf: str | None = None
     hf_config: str | None = None
     audio_root: Path | None = None
+    episodes: int | None = None
+    way: int | None = None
+    shots: tuple[int, ...] | None = None
+    queries: int | None = None
+    episodes_file: Path | None = None
+    source: str | None = None
+    kfold: int | None = None
+
+    @property
+    def is_episodes(self) -> bool:
+        """Whether this bench runs N-way K-shot episodes (not the fold protocol)."""
+        return self.episodes is not None or self.episodes_file is not None or self.protocol == "metaaudio"
 
     @property
     def out_dir(self) -> Path:
-        """Where results go."""
-        return Path(self.out) if self.out is not None else Path("bench-results") / self.dataset
+        """Where results go (default ``bench-results/<dataset>``; own data: ``bench-results/<source>-<folder name>``)."""
+        if self.out is not None:
+            return Path(self.out)
+        if self.source is not None:
+            return Path("bench-results") / f"{self.source}-{source_slug(self.root)}"
+        return Path("bench-results") / self.dataset
+
+
+def source_slug(path: Path | str) -> str:
+    """A file-name-safe short name of a source folder or file (``My Sounds/`` -> ``My-Sounds``)."""
+    import re
+
+    path = Path(str(path)).expanduser()
+    stem = path.stem if path.suffix.lower() == ".csv" else (path.name or path.resolve().name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:40] or "data"
 
 
 def parse_ks(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -125,14 +168,78 @@ def parse_units(text: str | Sequence[int | str] | None) -> tuple[int | str, ...]
     return tuple(out)
 
 
+def _positive(value, option: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BenchError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _validate_episodes(cfg: BenchConfig) -> dict:
+    """The normalised episode fields of ``cfg`` (BenchError on anything that does not belong to episodes)."""
+    if cfg.ks is not None:
+        raise BenchError("--k is not used with episodes (every one of the N x K clips is shown): give --shot K")
+    if cfg.limit is not None:
+        raise BenchError("--limit is not used with episodes: --episodes sets how many are run")
+    if cfg.kfold is not None:
+        raise BenchError("give --episodes or --kfold, not both")
+    if cfg.protocol in ("folds", "splits"):
+        raise BenchError(f"--protocol {cfg.protocol} chooses the fold protocol's units; episodes draw from every clip "
+                         "(restrict them with --folds)")
+    allowed = tuple(dict.fromkeys(METHODS + EPISODE_METHODS))
+    methods = parse_choices(cfg.methods if cfg.methods is not None else DEFAULT_EPISODE_METHODS, allowed, "--methods")
+    foreign = [m for m in methods if m not in EPISODE_METHODS]
+    if foreign:
+        raise BenchError(f"{', '.join(foreign)} belong to the fold protocol, not to episodes "
+                         f"(with episodes choose from: {', '.join(EPISODE_METHODS)})")
+    metaaudio = cfg.protocol == "metaaudio"
+    if metaaudio and cfg.source is None and cfg.dataset != "esc50":
+        raise BenchError(f"--protocol metaaudio is MetaAudio's ESC-50 protocol: run it with `bench esc50`, not {cfg.dataset}")
+    if metaaudio and cfg.episodes_file is not None:
+        raise BenchError("--protocol metaaudio draws its own episodes: give --episodes-file without it")
+    way = _positive(cfg.way if cfg.way is not None else DEFAULT_WAY, "--way", 2)
+    queries = _positive(cfg.queries if cfg.queries is not None else DEFAULT_QUERIES, "--queries")
+    if metaaudio and (way != 5 or queries != 1):
+        raise BenchError("--protocol metaaudio is 5-way with one query per class: leave --way and --queries out")
+    from icl_audio.bench.metaaudio import METAAUDIO_EPISODES, METAAUDIO_SHOTS
+
+    shots = parse_ks(cfg.shots if cfg.shots is not None else (METAAUDIO_SHOTS if metaaudio else DEFAULT_SHOTS))
+    if 0 in shots:
+        raise BenchError("--shot must be >= 1 (zero-shot is `--k 0` of the fold protocol)")
+    episodes = cfg.episodes if cfg.episodes is not None or cfg.episodes_file is not None else (
+        METAAUDIO_EPISODES if metaaudio else None)
+    if episodes is not None:
+        _positive(episodes, "--episodes")
+    return {"methods": methods, "way": way, "queries": queries, "shots": shots, "episodes": episodes}
+
+
 def validate(cfg: BenchConfig) -> BenchConfig:
     """Check and normalise a config's options (one-line BenchError on anything wrong)."""
     from dataclasses import replace
 
-    ks = parse_ks(cfg.ks)
+    if cfg.protocol is not None and cfg.protocol not in PROTOCOLS:
+        raise BenchError(f"unknown --protocol {cfg.protocol!r} (choose from: {', '.join(PROTOCOLS)})")
+    if cfg.source is not None and cfg.source not in SOURCES:
+        raise BenchError(f"unknown source {cfg.source!r} (choose from: {', '.join(SOURCES)})")
+    if cfg.kfold is not None:
+        _positive(cfg.kfold, "--kfold", 2)
+        if cfg.source is None:
+            raise BenchError("--kfold is for your own data (bench folder / bench csv); ARCH datasets keep their folds")
     modes = parse_choices(cfg.modes, MODES, "--mode")
-    methods = parse_choices(cfg.methods, METHODS, "--methods")
+    common = {"modes": modes, "folds": parse_units(cfg.folds)}
+    if cfg.is_episodes:
+        return _validate_common(replace(cfg, **common, **_validate_episodes(cfg)))
+    for name, value in (("--way", cfg.way), ("--shot", cfg.shots), ("--queries", cfg.queries)):
+        if value is not None:
+            raise BenchError(f"{name} belongs to episodes: give --episodes T too")
+    ks = parse_ks(cfg.ks if cfg.ks is not None else DEFAULT_KS)
+    methods = parse_choices(cfg.methods if cfg.methods is not None else DEFAULT_METHODS, METHODS, "--methods")
     methods += tuple(m for m in ALWAYS_METHODS if m not in methods)
+    if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
+        raise BenchError(f"--limit must be a positive integer, got {cfg.limit!r}")
+    return _validate_common(replace(cfg, ks=ks, methods=methods, **common))
+
+
+def _validate_common(cfg: BenchConfig) -> BenchConfig:
     if cfg.clip_seconds is not None and (isinstance(cfg.clip_seconds, bool) or not isinstance(cfg.clip_seconds, (int, float))
                                          or not 0 < cfg.clip_seconds <= 3600):
         raise BenchError(f"--clip-seconds must be a number of seconds in (0, 3600], got {cfg.clip_seconds!r}")
@@ -140,8 +247,6 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         raise BenchError(f"--probe-epochs must be a positive integer, got {cfg.probe_epochs!r}")
     if not isinstance(cfg.clap_model, str) or not cfg.clap_model.strip():
         raise BenchError(f"--clap-model must be a hub id or a folder, got {cfg.clap_model!r}")
-    if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
-        raise BenchError(f"--limit must be a positive integer, got {cfg.limit!r}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise BenchError(f"--seed must be an integer, got {cfg.seed!r}")
-    return replace(cfg, ks=ks, modes=modes, methods=methods, folds=parse_units(cfg.folds))
+    return cfg

@@ -273,20 +273,25 @@ def _console(file=None):
     return console if console.is_terminal else Console(file=file, width=200)
 
 
-def print_summary(results: Mapping[str, Any], file=None) -> None:
-    """Print the summary tables (primary and secondary metric) on stdout with rich."""
+def rich_table(title: str, header: Sequence[str], grid: Iterable[Sequence[str]], *, left: int = 1, caption: str | None = None):
+    """A rich Table of ``grid`` under ``header``: the first ``left`` columns left-aligned, the others right."""
     from rich.table import Table
 
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i < left else "right")
+    for row in grid:
+        table.add_row(*row)
+    return table
+
+
+def print_summary(results: Mapping[str, Any], file=None) -> None:
+    """Print the summary tables (primary and secondary metric) on stdout with rich."""
     console = _console(file)
     units = results["config"]["folds"]
     for metric in metric_names(results["multi_label"]):
         header, grid = table_grid(results, metric)
         spread = ", mean ± std over folds " + ",".join(map(str, units)) if len(units) > 1 else f", {units[0]}"
-        table = Table(title=f"{results['title']}: {METRIC_TITLES[metric]} (%){spread}")
-        for i, column in enumerate(header):
-            table.add_column(column, justify="left" if i < 2 else "right")
-        for row in grid:
-            table.add_row(*row)
-        console.print(table)
+        console.print(rich_table(f"{results['title']}: {METRIC_TITLES[metric]} (%){spread}", header, grid, left=2))
     for s in results["skipped"]:
         console.print(f"skipped {s['method']} at k={s['k']}: {s['reason']}", markup=False, highlight=False)

@@ -125,9 +125,15 @@ def finish(cfg: BenchConfig, recipe: "Recipe", root: Path, units: Sequence[Unit]
     primary = report.metric_names(recipe.multi_label)[0]
     notes = list(NOTES_MULTI if recipe.multi_label else NOTES_SINGLE) + NOTES_COMMON
     clip_seconds = float(cfg.clip_seconds if cfg.clip_seconds is not None else recipe.clip_seconds)
+    from icl_audio.recipes import RECIPES
+
+    arch = RECIPES.get(recipe.name) is recipe
+    if not arch:  # a source made at run time: say how its units were made (k-fold, its own folds or split)
+        notes.append(f"source: {recipe.description}")
+    length = (" (ARCH's length for this dataset)" if arch else " (the default read length)") if cfg.clip_seconds is None \
+        else (f" (--clip-seconds; ARCH uses {recipe.clip_seconds:g} s)" if arch else " (--clip-seconds)")
     notes.append(
-        f"clips: support clips and queries read up to {clip_seconds:g} s, the head kept"
-        + (" (ARCH's length for this dataset)" if cfg.clip_seconds is None else f" (--clip-seconds; ARCH uses {recipe.clip_seconds:g} s)")
+        f"clips: support clips and queries read up to {clip_seconds:g} s, the head kept" + length
         + "; shorter clips are not padded (silence would only add codec tokens to the prompts)."
     )
     if "clap-zero-shot" in cfg.methods:

@@ -62,7 +62,10 @@ PROTOCOL_NOTE = (
 _SETTINGS = {"k": "ks", "mode": "modes", "modes": "modes", "methods": "methods", "limit": "limit", "model": "model",
              "codec": "codec", "device": "device", "seed": "seed", "folds": "folds", "protocol": "protocol",
              "clip_seconds": "clip_seconds", "clap_model": "clap_model", "probe_epochs": "probe_epochs",
-             "hf": "hf", "config": "hf_config", "audio_root": "audio_root"}
+             "hf": "hf", "config": "hf_config", "audio_root": "audio_root",
+             "episodes": "episodes", "way": "way", "shot": "shots", "queries": "queries", "episodes_file": "episodes_file",
+             "kfold": "kfold"}
+_LISTS = ("ks", "modes", "methods", "folds", "shots")
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,17 @@ class SuiteSpec:
     source: Path
 
 
-def _setting(cfg: BenchConfig, key: str, value: Any, where: str) -> BenchConfig:
+def _setting(cfg: BenchConfig, key: str, value: Any, where: str, base_dir: Path = Path(".")) -> BenchConfig:
     field = _SETTINGS.get(key)
     if field is None:
         raise BenchError(f"{where}: unknown setting {key!r} (known: root, out, {', '.join(sorted(_SETTINGS))})")
-    if field in ("ks", "modes", "methods", "folds") and isinstance(value, list):
+    if field in _LISTS and isinstance(value, list):
         value = ",".join(str(v) for v in value)
-    if field in ("ks", "modes", "methods", "folds") and isinstance(value, int) and not isinstance(value, bool):
+    if field in _LISTS and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
+    if field == "episodes_file" and isinstance(value, str):
+        value = Path(value).expanduser()
+        value = value if value.is_absolute() else base_dir / value
     return replace(cfg, **{field: value})
 
 
@@ -89,16 +95,23 @@ def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
     """Read a suite TOML file. Accepted shape::
 
         k = [0, 1, 4, 8]           # shared settings, all optional: k, mode, methods, limit, model,
-        limit = 200                #   codec, device, seed, folds, protocol, out
-        out = "bench-results"
+        limit = 200                #   codec, device, seed, folds, protocol, out; episodes, way, shot,
+        out = "bench-results"      #   queries, episodes_file, kfold
         [datasets]
         esc50 = "/data/ESC-50-master"                    # name = root
         fsd50k = { root = "/data/FSD50K", limit = 100 }  # or a table: root + per-dataset settings
         gtzan = { hf = "marsyas/gtzan" }                 # or its hub copy (hf, config) in place of root
         arca23k-fsd = { root = "/data/ARCA23K", audio_root = "/data/FSD50K" }
+        meta = { dataset = "esc50", root = "/data/ESC-50-master", protocol = "metaaudio", episodes = 1000 }
+        mine = { folder = "/data/my-sounds", episodes = 200, way = 5, shot = [1, 5] }  # own data
+        calls = { csv = "/data/calls.csv", kfold = 5 }
 
-    Relative roots and ``out`` are taken relative to the file. Every config is validated here,
-    so a typo fails before the first dataset runs.
+    A table may name its recipe with ``dataset`` (so one dataset can appear twice, e.g. its folds and
+    its episodes), or give the user's own data as ``folder`` or ``csv`` instead of ``root``. The
+    shared ``k``, ``limit`` and ``methods`` belong to the fold protocol: entries that run episodes
+    ignore them (give ``methods`` in the entry).
+    Relative roots, sources, episode files and ``out`` are taken relative to the file. Every config
+    is validated here, so a typo fails before the first dataset runs.
     """
     path = Path(path).expanduser()
     try:
@@ -127,21 +140,36 @@ def load_suite(path: Path, *, out: Path | None = None) -> SuiteSpec:
         suite_out = Path("bench-results")
     configs = []
     for name, entry in datasets.items():
-        recipe = get_recipe(name)
         where = f"suite file {path}, [datasets] {name}"
         if isinstance(entry, str):
             entry = {"root": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("root", entry.get("hf")), str):
-            raise BenchError(f"{where}: give the dataset folder, e.g. {name} = \"/data/{name}\" or {{ root = \"...\" }}, "
-                             f"or its hub copy {{ hf = \"OWNER/NAME\" }}")
-        entry = {k: (_relative(v, base_dir) if k in ("root", "audio_root") and isinstance(v, str) else v)
-                 for k, v in entry.items()}
-        cfg = BenchConfig(dataset=recipe.name, root=entry.get("root"), out=Path(suite_out) / recipe.name)
+        entry = dict(entry) if isinstance(entry, dict) else entry
+        kinds = [k for k in ("folder", "csv") if isinstance(entry, dict) and k in entry]
+        if isinstance(entry, dict) and kinds:
+            if len(kinds) > 1 or "root" in entry or "dataset" in entry or "hf" in entry:
+                raise BenchError(f"{where}: give one of root or hf (a dataset), folder or csv")
+            if not isinstance(entry[kinds[0]], str):
+                raise BenchError(f"{where}: {kinds[0]} must be a path (a string)")
+            source = Path(entry.pop(kinds[0])).expanduser()
+            cfg = BenchConfig(dataset=kinds[0], root=source if source.is_absolute() else base_dir / source,
+                              source=kinds[0], out=Path(suite_out) / name)
+        else:
+            if not isinstance(entry, dict) or not isinstance(entry.get("root", entry.get("hf")), str):
+                raise BenchError(f"{where}: give the dataset folder, e.g. {name} = \"/data/{name}\" or {{ root = \"...\" }}, "
+                                 "its hub copy { hf = \"OWNER/NAME\" } (own data: { folder = \"...\" } or { csv = \"...\" })")
+            given = entry.pop("dataset", None)
+            recipe = get_recipe(str(given if given is not None else name))
+            entry = {k: (_relative(v, base_dir) if k in ("root", "audio_root") and isinstance(v, str) else v)
+                     for k, v in entry.items()}
+            cfg = BenchConfig(dataset=recipe.name, root=entry.pop("root", None),
+                              out=Path(suite_out) / (recipe.name if given is None else name))
         for key, value in data.items():
-            cfg = _setting(cfg, key, value, f"suite file {path}")
+            cfg = _setting(cfg, key, value, f"suite file {path}", base_dir)
         for key, value in entry.items():
-            if key != "root":
-                cfg = _setting(cfg, key, value, where)
+            cfg = _setting(cfg, key, value, where, base_dir)
+        if cfg.is_episodes:  # the shared fold settings do not apply to an episode entry (its own do, and fail)
+            cfg = replace(cfg, **{f: None for k, f in (("k", "ks"), ("limit", "limit"), ("methods", "methods"))
+                                  if k not in entry})
         validate(cfg)
         configs.append(cfg)
     return SuiteSpec(tuple(configs), Path(suite_out), path)
@@ -188,27 +216,58 @@ def _num(value: Any) -> float | None:
 def run_suite(spec: SuiteSpec, *, dist: Dist | None = None, progress_factory=None) -> dict[str, Any] | None:
     """Run every dataset of ``spec`` in turn; rank 0 writes suite.json / suite.md and returns the rows."""
     dist = dist or Dist()
-    rows = []
+    rows, episode_rows = [], []
     for cfg in spec.configs:
         outcome = run_bench(cfg, dist=dist, progress_factory=progress_factory)
-        if outcome.results is not None:
+        if outcome.results is None:
+            continue
+        if outcome.results["protocol"] in ("episodes", "metaaudio"):
+            episode_rows.append(episode_headline(outcome.results, cfg.out_dir.name))
+        else:
             rows.append(headline(outcome.results))
     if not dist.is_main:
         return None
     result = {"suite": str(spec.source), "probe_model": PROBE_MODEL, "note": PROTOCOL_NOTE, "rows": rows,
-              "paper_linear_probes": PAPER_LINEAR_PROBES, "arch_published": ARCH_PUBLISHED}
+              "episode_rows": episode_rows, "paper_linear_probes": PAPER_LINEAR_PROBES, "arch_published": ARCH_PUBLISHED}
     atomic_write(spec.out / "suite.json", json.dumps(report.jsonable(result), indent=2, ensure_ascii=False) + "\n")
-    md = [f"# ARCH suite: in-context learning beside the published linear probes", ""]
-    for header, grid in (suite_grid(result), published_grid(result)):
+    md = ["# ARCH suite: in-context learning beside the published linear probes", ""]
+    grids = (suite_grid(result), published_grid(result)) if rows else ()
+    for header, grid in grids + ((episode_suite_grid(result),) if episode_rows else ()):
         md += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         md += ["| " + " | ".join(row) + " |" for row in grid] + [""]
-    md += [f"- {PROTOCOL_NOTE}", "- icl / knn: the best k (and mode) among those run, chosen on the evaluated folds "
-           "themselves (an optimistic pick; results.md of each dataset has every k).",
-           "- metric: accuracy, or mAP (macro) for multi-label datasets; in %, mean over folds.",
-           "- second table: the published rows (X-Codec paper Table 5; ARCH's results page) over the same datasets, "
-           "with our linear-probe and best icl beneath them."]
+    if rows:
+        md += [f"- {PROTOCOL_NOTE}", "- icl / knn: the best k (and mode) among those run, chosen on the evaluated folds "
+               "themselves (an optimistic pick; results.md of each dataset has every k).",
+               "- metric: accuracy, or mAP (macro) for multi-label datasets; in %, mean over folds.",
+               "- second table: the published rows (X-Codec paper Table 5; ARCH's results page) over the same datasets, "
+               "with our linear-probe and best icl beneath them."]
+    if episode_rows:
+        md += ["- episodes: accuracy in %, mean ± 95% interval (1.96 x std / sqrt(episodes)) over each source's "
+               "N-way K-shot episodes; results.md of each source has the details (and MetaAudio's published rows)."]
     atomic_write(spec.out / "suite.md", "\n".join(md) + "\n")
     return result
+
+
+def episode_headline(results: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """One episode bench's rows for the suite: every method and mode at every N-way K-shot."""
+    keep = ("method", "mode", "way", "shot", "episodes", "accuracy_mean", "accuracy_ci95", "seconds_per_query")
+    return {"name": name, "title": results["title"], "protocol": results["protocol"],
+            "runs": [{k: r.get(k) for k in keep} for r in results["runs"]]}
+
+
+def episode_suite_grid(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The episode table: one row per source, method and mode; one column per N-way K-shot."""
+    from icl_audio.bench.episode_report import _cell, _order
+
+    groups = list(dict.fromkeys((r["way"], r["shot"]) for row in result["episode_rows"] for r in row["runs"]))
+    header = ["source", "method", "mode"] + [f"{w}-way {'?' if k is None else k}-shot" for w, k in groups]
+    grid = []
+    for row in result["episode_rows"]:
+        index = {(r["method"], r["mode"], r["way"], r["shot"]): r for r in row["runs"]}
+        label = row["title"] + (" (MetaAudio)" if row["protocol"] == "metaaudio" else "")
+        for method, mode in sorted(dict.fromkeys((r["method"], r["mode"]) for r in row["runs"]), key=lambda mm: _order(*mm)):
+            grid.append([label, method, mode or "-"] + [_cell(index.get((method, mode, w, k))) for w, k in groups])
+    return header, grid
 
 
 def _fmt(entry: Mapping[str, Any] | None, show_k: bool = True) -> str:
@@ -252,21 +311,12 @@ def published_grid(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]
 
 def print_suite(result: Mapping[str, Any], file=None) -> None:
     """Print the suite table on stdout, the protocol difference spelled out under it."""
-    from rich.table import Table
-
     console = report._console(file)
-    header, grid = suite_grid(result)
-    table = Table(title="ARCH suite (%): in-context learning and baselines vs published linear probes",
-                  caption="† " + PROTOCOL_NOTE, caption_justify="left")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 2 else "right")
-    for row in grid:
-        table.add_row(*row)
-    console.print(table)
-    header, grid = published_grid(result)
-    table = Table(title="Published linear probes (other backbones, full training split) and ours")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i == 0 else "right")
-    for row in grid:
-        table.add_row(*row)
-    console.print(table)
+    if result["rows"]:
+        console.print(report.rich_table("ARCH suite (%): in-context learning and baselines vs published linear probes",
+                                        *suite_grid(result), left=2, caption="† " + PROTOCOL_NOTE))
+        console.print(report.rich_table("Published linear probes (other backbones, full training split) and ours",
+                                        *published_grid(result)))
+    if result.get("episode_rows"):
+        console.print(report.rich_table("N-way K-shot episodes: accuracy (%), mean ± 95% interval",
+                                        *episode_suite_grid(result), left=3))

@@ -20,23 +20,38 @@ def speed(
     mode: str = typer.Option("direct", "--mode", metavar="direct|channel", help="Scoring direction to time."),
     reps: int = typer.Option(7, "--reps", metavar="N", help="Timed rounds (each a b b a, then one naive label)."),
     quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help="Time the model loaded quantised (random-llasa-1b, saved once)."),
+    episode: bool = typer.Option(False, "--episode", help="Time one N-way K-shot episode instead: one prompt per query "
+                                 "against the shared demonstration prefix (--way, --shot, --queries; --labels and --k unused)."),
+    way: int = typer.Option(5, "--way", metavar="N", help="--episode: classes (the candidates)."),
+    shot: int = typer.Option(5, "--shot", metavar="K", help="--episode: demonstrations per class."),
+    queries: int = typer.Option(1, "--queries", metavar="Q", help="--episode: queries per class."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Scorer speed at the real Llasa-1B shape (random weights): the engine against the arithmetic floor and naive."""
-    from icl_audio.bench.speed import run_speed_bench
     from icl_audio.errors import ICLAudioError
 
     if mode not in ("direct", "channel"):
         raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
-    result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode, quant=quant)
+    if episode:
+        if way < 2 or shot < 1 or queries < 1:
+            raise ICLAudioError("--way must be >= 2, --shot and --queries >= 1")
+        if quant is not None:
+            raise ICLAudioError("--quant times the label scorer: give it without --episode")
+        from icl_audio.bench.speed_episode import run_episode_speed_bench
+
+        result = run_episode_speed_bench(way=way, shot=shot, queries=queries, reps=reps, mode=mode)
+    else:
+        from icl_audio.bench.speed import run_speed_bench
+
+        result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode, quant=quant)
     if as_json:
         print(json.dumps(result))
     else:
         from icl_audio.cli.render import print_mapping
 
-        print_mapping("scorer speed", result)
+        print_mapping("episode scoring speed" if episode else "scorer speed", result)
 
 
 @bench_app.command("codec")
@@ -60,8 +75,9 @@ def codec(
 # ---------------------------------------------------------------------------------------------
 # The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
 
-# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS), which imports numpy (through bench.clap) and so is not imported here.
+# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS, DEFAULT_EPISODE_METHODS), which imports numpy (through bench.clap) and so is not imported here.
 ALL_METHODS = "icl,knn,linear-probe,majority,random-label,icl-random-demos"
+EPISODE_METHODS = "icl,prototype,nearest,random-label"
 OPTIONAL_METHODS = "clap-zero-shot"
 
 
@@ -86,15 +102,18 @@ class _BenchGroup(TyperGroup):
 bench_app.info.cls = _BenchGroup
 
 
-def run_dataset_bench(dataset: str, *, root: Optional[Path], k: str, mode: str, folds: Optional[str], limit: Optional[int],
-                      methods: str, model: str, codec: str, out: Optional[Path], device: str, seed: int,
-                      protocol: Optional[str], as_json: bool, quiet: bool, clip_seconds: Optional[float] = None,
-                      clap_model: Optional[str] = None, probe_epochs: int = 200, hf: Optional[str] = None,
-                      hf_config: Optional[str] = None, audio_root: Optional[Path] = None, recipe=None, items=None,
-                      source: Optional[str] = None) -> None:
-    """Run one dataset's bench (torchrun-aware) and print its summary (rank 0 only).
+def run_dataset_bench(dataset: str, *, root: Optional[Path], k: Optional[str], mode: str, folds: Optional[str],
+                      limit: Optional[int], methods: Optional[str], model: str, codec: str, out: Optional[Path], device: str,
+                      seed: int, protocol: Optional[str], as_json: bool, quiet: bool, clip_seconds: Optional[float] = None,
+                      clap_model: Optional[str] = None, probe_epochs: int = 200, episodes: Optional[int] = None,
+                      way: Optional[int] = None, shot: Optional[str] = None, queries: Optional[int] = None,
+                      episodes_file: Optional[Path] = None, source: Optional[str] = None, kfold: Optional[int] = None,
+                      hf: Optional[str] = None, hf_config: Optional[str] = None, audio_root: Optional[Path] = None,
+                      recipe=None, items=None, source_name: Optional[str] = None) -> None:
+    """Run one source's bench (torchrun-aware) and print its summary (rank 0 only).
 
-    ``recipe``/``items``/``source``: a recipe made at run time and its items (``bench hf``)."""
+    ``source``: "folder" / "csv" for the user's own data at ``root``; ``recipe``/``items``/``source_name``:
+    a recipe made at run time, its items and what to call their source (``bench hf``)."""
     from icl_audio.bench.arch import run_bench
     from icl_audio.bench.config import BenchConfig
     from icl_audio.bench.distributed import from_env
@@ -104,11 +123,13 @@ def run_dataset_bench(dataset: str, *, root: Optional[Path], k: str, mode: str, 
     dist = from_env()
     cfg = BenchConfig(dataset=dataset, root=root, ks=k, modes=mode, folds=folds, limit=limit, methods=methods,
                       model=model, codec=codec, out=out, device=device, seed=seed, protocol=protocol,
-                      clip_seconds=clip_seconds, probe_epochs=probe_epochs, hf=hf, hf_config=hf_config, audio_root=audio_root,
+                      clip_seconds=clip_seconds, probe_epochs=probe_epochs, episodes=episodes, way=way, shots=shot,
+                      queries=queries, episodes_file=episodes_file, source=source, kfold=kfold, hf=hf, hf_config=hf_config,
+                      audio_root=audio_root,
                       **({"clap_model": clap_model} if clap_model else {}))
     try:
         with ProgressBars(enabled=not quiet and dist.is_main) as bars:
-            outcome = run_bench(cfg, dist=dist, progress_factory=bars.bar, recipe=recipe, items=items, source=source)
+            outcome = run_bench(cfg, dist=dist, progress_factory=bars.bar, recipe=recipe, items=items, source=source_name)
     finally:
         dist.stop()
     if outcome.results is None:
@@ -119,13 +140,49 @@ def run_dataset_bench(dataset: str, *, root: Optional[Path], k: str, mode: str, 
     )
     if as_json:
         print(json.dumps(jsonable(outcome.results), ensure_ascii=False))
+    elif outcome.results["protocol"] in ("episodes", "metaaudio"):
+        from icl_audio.bench.episode_report import print_episode_summary
+
+        print_episode_summary(outcome.results)
     else:
         print_summary(outcome.results)
+
+
+# Options every source's command shares (dataset recipes, folder, csv): (name, typer.Option) pairs.
+def _common_options(default_out: str, clip_help: str) -> dict:
+    return dict(
+        k=typer.Option(None, "--k", help="Demonstration counts of the fold protocol, comma-separated (0 = zero-shot; default 0,1,4,8)."),
+        mode=typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
+        folds=typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'. With episodes: draw only from these."),
+        limit=typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
+        methods=typer.Option(None, "--methods", help="Methods, comma-separated. Folds: " + ALL_METHODS.replace(",", ", ")
+                             + f" (default), also {OPTIONAL_METHODS}; linear-probe always runs. Episodes: "
+                             + EPISODE_METHODS.replace(",", ", ") + f" (default), also {OPTIONAL_METHODS}."),
+        model=typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
+        codec=typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
+        out=typer.Option(None, "--out", help=f"Output folder (default {default_out})."),
+        device=typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
+        seed=typer.Option(0, "--seed", help="Seeds the --limit subsample, the episodes, k-fold and the random baselines."),
+        clip_seconds=typer.Option(None, "--clip-seconds", help=clip_help),
+        clap_model=typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder (default laion/clap-htsat-unfused)."),
+        probe_epochs=typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline (ARCH's default 200)."),
+        episodes=typer.Option(None, "--episodes", metavar="T", help="Run T N-way K-shot episodes per K instead of the fold protocol "
+                              "(MetaAudio's 10,000 take days on a CPU: lower T to try it)."),
+        way=typer.Option(None, "--way", metavar="N", help="Episodes: classes per episode (default 5)."),
+        shot=typer.Option(None, "--shot", metavar="K", help="Episodes: support clips per class, comma-separated (default 1; MetaAudio 1,5)."),
+        queries=typer.Option(None, "--queries", metavar="Q", help="Episodes: query clips per class (default 1)."),
+        episodes_file=typer.Option(None, "--episodes-file", help="Run exactly these episodes: an episodes.jsonl of an earlier "
+                                   "run, or a UniAudio .scp list (class/file.wav entries relative to --root, the query last)."),
+        as_json=typer.Option(False, "--json", help="Print results.json instead of the table."),
+        quiet=typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    )
 
 
 def _dataset_command(dataset: str):
     recipe = RECIPES[dataset]
     hub = f" (or --hf {recipe.hub.dataset})" if recipe.hub else ""
+    o = _common_options(f"bench-results/{dataset}", f"Read each clip up to this long, head kept (default: {recipe.clip_seconds:g} s"
+                        + (", ARCH's)." if dataset in ARCH_DATASETS else ")."))
 
     def command(
         root: Optional[Path] = typer.Option(None, "--root", help=f"The {recipe.title or dataset} folder, in its official layout ({recipe.layout}){hub}."),
@@ -136,39 +193,68 @@ def _dataset_command(dataset: str):
         hf_config: Optional[str] = typer.Option(None, "--config", help="--hf: the dataset's config.", hidden=recipe.hub is None),
         audio_root: Optional[Path] = typer.Option(None, "--audio-root", help=f"{recipe.audio_root} (default: beside --root).",
                                                   hidden=recipe.audio_root is None),
-        k: str = typer.Option("0,1,4,8", "--k", help="Demonstration counts, comma-separated (0 = zero-shot)."),
-        mode: str = typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
-        folds: Optional[str] = typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); split datasets have 'test'."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
-        methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ")
-                                    + f"; also {OPTIONAL_METHODS}. linear-probe always runs."),
-        model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder, debug or random-llasa-1b (random weights, real size)."),
-        codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder, debug or random-xcodec2 (random weights, real size)."),
-        out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default bench-results/{dataset})."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
-        seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),
-        protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS)."),
-        clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help=f"Read each clip up to this long, head kept (default: ARCH's {recipe.clip_seconds:g} s)."),
-        clap_model: Optional[str] = typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder (default laion/clap-htsat-unfused)."),
-        probe_epochs: int = typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline (ARCH's default 200)."),
-        as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        k: Optional[str] = o["k"], mode: str = o["mode"], folds: Optional[str] = o["folds"], limit: Optional[int] = o["limit"],
+        methods: Optional[str] = o["methods"], model: str = o["model"], codec: str = o["codec"], out: Optional[Path] = o["out"],
+        device: str = o["device"], seed: int = o["seed"],
+        protocol: Optional[str] = typer.Option(None, "--protocol", help="folds or splits, where a dataset has both (RAVDESS); "
+                                               "metaaudio: MetaAudio's ESC-50 episodes (5-way, K = 1 and 5, 10,000 episodes: "
+                                               "days on a CPU, lower them with --episodes)."),
+        clip_seconds: Optional[float] = o["clip_seconds"], clap_model: Optional[str] = o["clap_model"],
+        probe_epochs: int = o["probe_epochs"], episodes: Optional[int] = o["episodes"], way: Optional[int] = o["way"],
+        shot: Optional[str] = o["shot"], queries: Optional[int] = o["queries"], episodes_file: Optional[Path] = o["episodes_file"],
+        as_json: bool = o["as_json"], quiet: bool = o["quiet"],
     ) -> None:
         run_dataset_bench(dataset, root=root, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
                           codec=codec, out=out, device=device, seed=seed, protocol=protocol, as_json=as_json, quiet=quiet,
-                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, hf=hf,
-                          hf_config=hf_config, audio_root=audio_root)
+                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, episodes=episodes,
+                          way=way, shot=shot, queries=queries, episodes_file=episodes_file, hf=hf, hf_config=hf_config,
+                          audio_root=audio_root)
 
     command.__doc__ = (
-        f"{'ARCH benchmark' if dataset in ARCH_DATASETS else 'Benchmark'} on {recipe.title or dataset}: in-context learning beside k-NN, a linear probe, majority and random baselines "
-        f"(resumable; scales out under torchrun)."
+        f"Benchmark on {recipe.title or dataset}: {'ARCH' if dataset in ARCH_DATASETS else 'its'} folds or splits (in-context "
+        f"learning beside k-NN, a linear probe, majority and random baselines) or N-way K-shot episodes (--episodes, "
+        f"--protocol metaaudio); resumable, scales out under torchrun."
     )
     command.__name__ = f"bench_{dataset.replace('-', '_')}"
     return command
 
 
+def _own_data_command(kind: str):
+    o = _common_options(f"bench-results/{kind}-<name>", "Read each clip up to this long, head kept (default 30 s).")
+    where = (typer.Option(..., "--root", help="A folder with one sub-folder of clips per label (as support build --folder).")
+             if kind == "folder" else
+             typer.Option(..., "--csv", help="A CSV with columns path,label[,split][,fold] (as support build --csv; ';' separates labels)."))
+
+    def command(
+        source_path: Path = where,
+        kfold: Optional[int] = typer.Option(None, "--kfold", metavar="N", help="Stratified N-fold cross-validation (default 5, "
+                                            "unless a CSV gives its own fold or train/test split columns)."),
+        k: Optional[str] = o["k"], mode: str = o["mode"], folds: Optional[str] = o["folds"], limit: Optional[int] = o["limit"],
+        methods: Optional[str] = o["methods"], model: str = o["model"], codec: str = o["codec"], out: Optional[Path] = o["out"],
+        device: str = o["device"], seed: int = o["seed"], clip_seconds: Optional[float] = o["clip_seconds"],
+        clap_model: Optional[str] = o["clap_model"], probe_epochs: int = o["probe_epochs"], episodes: Optional[int] = o["episodes"],
+        way: Optional[int] = o["way"], shot: Optional[str] = o["shot"], queries: Optional[int] = o["queries"],
+        episodes_file: Optional[Path] = o["episodes_file"], as_json: bool = o["as_json"], quiet: bool = o["quiet"],
+    ) -> None:
+        run_dataset_bench(kind, root=source_path, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
+                          codec=codec, out=out, device=device, seed=seed, protocol=None, as_json=as_json, quiet=quiet,
+                          clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, episodes=episodes,
+                          way=way, shot=shot, queries=queries, episodes_file=episodes_file, source=kind, kfold=kfold)
+
+    what = "a folder of labelled sub-folders" if kind == "folder" else "a CSV of labelled clips"
+    command.__doc__ = (f"Benchmark on your own data ({what}): stratified k-fold cross-validation with the fold protocol's "
+                       "methods, or N-way K-shot episodes over its classes (--episodes); same reports, same resume.")
+    command.__name__ = f"bench_{kind}"
+    return command
+
+
 for _name in RECIPES:
     bench_app.command(_name)(_dataset_command(_name))
+for _kind in ("folder", "csv"):
+    bench_app.command(_kind)(_own_data_command(_kind))
+
+
+_HF_OPTIONS = _common_options("bench-results/hf-<name>", "Read each clip up to this long, head kept (default 5 s).")
 
 
 @bench_app.command("hf")
@@ -177,32 +263,32 @@ def bench_hf(
     hf_config: Optional[str] = typer.Option(None, "--config", help="The dataset's config."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="The label column [default: the only ClassLabel column, or 'label']."),
     audio_column: str = typer.Option("audio", "--audio-column", help="The audio column."),
-    fold_column: Optional[str] = typer.Option(None, "--fold-column", help="Fold protocol: leave one fold of this column out. Without it: the split protocol over the dataset's train / test splits."),
-    k: str = typer.Option("0,1,4,8", "--k", help="Demonstration counts, comma-separated (0 = zero-shot)."),
-    mode: str = typer.Option("direct,channel", "--mode", help="Scoring modes of the icl methods: direct, channel."),
-    folds: Optional[str] = typer.Option(None, "--folds", help="Evaluate only these folds (e.g. 1,2); the split protocol has 'test'."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N queries per fold: a seeded subsample, dataset order kept."),
-    methods: str = typer.Option(ALL_METHODS, "--methods", help="Methods, comma-separated: " + ALL_METHODS.replace(",", ", ") + f"; also {OPTIONAL_METHODS}."),
-    model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
-    codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default bench-results/hf-<name>)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the --limit subsample and the random baselines."),
-    clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help="Read each clip up to this long, head kept (default 5 s)."),
-    clap_model: Optional[str] = typer.Option(None, "--clap-model", help="CLAP model of clap-zero-shot: hub id or folder."),
-    probe_epochs: int = typer.Option(200, "--probe-epochs", help="Epochs of the linear-probe baseline."),
-    as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    fold_column: Optional[str] = typer.Option(None, "--fold-column", help="Fold protocol: leave one fold of this column out. "
+                                              "Without it: the dataset's own train / test splits, else stratified k-fold."),
+    kfold: Optional[int] = typer.Option(None, "--kfold", metavar="N", help="Stratified N-fold cross-validation (default 5 "
+                                        "when the dataset has neither a fold column named nor train and test splits)."),
+    k: Optional[str] = _HF_OPTIONS["k"], mode: str = _HF_OPTIONS["mode"], folds: Optional[str] = _HF_OPTIONS["folds"],
+    limit: Optional[int] = _HF_OPTIONS["limit"], methods: Optional[str] = _HF_OPTIONS["methods"],
+    model: str = _HF_OPTIONS["model"], codec: str = _HF_OPTIONS["codec"], out: Optional[Path] = _HF_OPTIONS["out"],
+    device: str = _HF_OPTIONS["device"], seed: int = _HF_OPTIONS["seed"], clip_seconds: Optional[float] = _HF_OPTIONS["clip_seconds"],
+    clap_model: Optional[str] = _HF_OPTIONS["clap_model"], probe_epochs: int = _HF_OPTIONS["probe_epochs"],
+    episodes: Optional[int] = _HF_OPTIONS["episodes"], way: Optional[int] = _HF_OPTIONS["way"],
+    shot: Optional[str] = _HF_OPTIONS["shot"], queries: Optional[int] = _HF_OPTIONS["queries"],
+    episodes_file: Optional[Path] = _HF_OPTIONS["episodes_file"], as_json: bool = _HF_OPTIONS["as_json"],
+    quiet: bool = _HF_OPTIONS["quiet"],
 ) -> None:
-    """Benchmark on any Hugging Face dataset: its fold column (--fold-column) or its own train / test splits."""
+    """Benchmark on any Hugging Face dataset: its fold column, its own train / test splits, stratified k-fold
+    cross-validation, or N-way K-shot episodes over its classes (--episodes); same reports, same resume."""
     from icl_audio.bench.sources import hub_recipe
 
     recipe, items, source = hub_recipe(hf, config=hf_config, label_column=label_column, audio_column=audio_column,
-                                       fold_column=fold_column, clip_seconds=clip_seconds)
+                                       fold_column=fold_column, clip_seconds=clip_seconds, kfold=kfold, seed=seed,
+                                       episodes=episodes is not None or episodes_file is not None)
     run_dataset_bench(recipe.name, root=None, k=k, mode=mode, folds=folds, limit=limit, methods=methods, model=model,
                       codec=codec, out=out, device=device, seed=seed, protocol=None, as_json=as_json, quiet=quiet,
-                      clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, recipe=recipe,
-                      items=items, source=source)
+                      clip_seconds=clip_seconds, clap_model=clap_model, probe_epochs=probe_epochs, episodes=episodes,
+                      way=way, shot=shot, queries=queries, episodes_file=episodes_file, recipe=recipe, items=items,
+                      source_name=source)
 
 
 @bench_app.command("suite")
