@@ -251,6 +251,15 @@ def isolated_cli_state(env: dict | None = None, cwd: Path | None = None):
         signal.signal(signal.SIGTERM, saved_sigterm)
 
 
+def run_main(args) -> int:
+    """``icl_audio.cli.main(args)`` in this process, with what it changes process-wide put back after
+    (:func:`isolated_cli_state`), for tests that read its output with ``capsys`` themselves."""
+    from icl_audio.cli import main
+
+    with isolated_cli_state():
+        return main([str(a) for a in args])
+
+
 @pytest.fixture
 def cli(capsys, shared_debug_models):
     """``cli(*args, env=None, cwd=REPO) -> CliRun``: ``icl-audio ARGS`` run in this process, as the console

@@ -16,7 +16,7 @@ from test_bench_clap import tiny_clap  # noqa: F401  (a pytest fixture: a tiny r
 from fixtures_datasets import make_esc50_tree
 from icl_audio.bench.arch import run_bench
 from icl_audio.bench.config import BenchConfig
-from icl_audio.cli import main
+from conftest import run_main as main
 
 DEBUG = ["--model", "debug", "--codec", "debug", "--quiet"]
 CLASSES = ("dog", "cat", "cow", "owl")

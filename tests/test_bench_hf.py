@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tone, write_wav
 from fixtures_datasets import make_esc50_tree
-from icl_audio.cli import main
+from conftest import run_main as main
 
 datasets = pytest.importorskip("datasets")
 

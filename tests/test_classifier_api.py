@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SR, tone, write_wav
+from conftest import tone, write_wav
 from icl_audio.classifier import ICLClassifier, NotFittedError
 from icl_audio.errors import AudioError, ICLAudioError
 from icl_audio.scoring import ScoringOptions

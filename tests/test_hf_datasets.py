@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import tone, write_wav
-from icl_audio.cli import main
+from conftest import run_main as main
 from icl_audio.errors import SupportSetError
 
 datasets = pytest.importorskip("datasets")  # the test extra installs it; this only names the dependency

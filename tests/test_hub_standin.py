@@ -40,7 +40,7 @@ def test_download_then_cached(hub, tmp_path):
     assert (src.folder / "model.safetensors").read_bytes() == b"\x01" * 256
     assert "/org/tiny/resolve/" + COMMIT + "/model.safetensors" in hub.paths("GET")
     # The metadata endpoints huggingface_hub calls were answered by the stand-in, not guessed.
-    assert f"/api/models/org/tiny/revision/main" in hub.paths("GET")
+    assert "/api/models/org/tiny/revision/main" in hub.paths("GET")
     before = len(hub.requests)
     assert resolve_model("org/tiny", kind="LLM").folder == src.folder
     assert len(hub.requests) == before  # complete in the cache: no request

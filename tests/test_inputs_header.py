@@ -29,7 +29,7 @@ def test_header_check(tmp_path):
 
 def test_every_input_bad_stops_before_any_model_loads(tmp_path, support_folder, capsys, monkeypatch):
     import icl_audio.models as models
-    from icl_audio.cli import main
+    from conftest import run_main as main
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")

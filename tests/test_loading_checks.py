@@ -126,7 +126,7 @@ def test_intact_and_tied_checkpoints_load(llm_copy, codec_copy, debug_lm):
 
 def test_cli_refuses_a_renamed_codec_in_one_line(codec_copy, support_folder, tmp_path, capsys):
     from conftest import tone, write_wav
-    from icl_audio.cli import main
+    from conftest import run_main as main
 
     folder = codec_copy("cli-renamed")
     _edit_weights(folder, _rename("quantizer.project_in.weight", "quantizer.proj_in.weight"))

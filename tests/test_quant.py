@@ -83,7 +83,7 @@ def test_int8_and_nf4_scores_close_to_bf16(quantised):
 def test_classify_quantised_end_to_end_is_quiet(flags, tmp_path, capsys):
     import json
 
-    from icl_audio.cli import main
+    from conftest import run_main as main
 
     support_folder = tmp_path / "support"
     write_wav(support_folder / "low hum" / "a.wav", tone(110, 0.3))

@@ -68,7 +68,7 @@ def test_in_memory_builders():
 
 
 def test_classify_with_random_names(tiny_random_names, support_folder, tmp_path, capsys):
-    from icl_audio.cli import main
+    from conftest import run_main as main
 
     llm, codec = tiny_random_names
     query = write_wav(tmp_path / "q.wav", tone(200, 0.5))

@@ -15,7 +15,7 @@ from fixtures_datasets import (
     make_crema_d_tree, make_flusense_tree, make_gtzan_tree, make_timit_tree,
 )
 from icl_audio.audio import load_audio
-from icl_audio.cli import main
+from conftest import run_main as main
 from icl_audio.download import DownloadError, download_dataset
 from icl_audio.errors import SupportSetError
 from icl_audio.recipes import HubRow, Segment, get_recipe

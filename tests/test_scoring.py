@@ -7,7 +7,6 @@ import pytest
 
 from icl_audio.errors import ICLAudioError, SupportSetError
 from icl_audio.prompt import Demo
-from icl_audio.retrieval import select_balanced
 from icl_audio.scoring import LabelScores, Scorer, ScoringOptions, decide, loglikelihood_naive
 
 
