@@ -6,6 +6,11 @@ SAMPLE_RATE = 16_000  # XCodec2 input rate
 HOP = 320  # samples per codec frame
 TOKENS_PER_SECOND = SAMPLE_RATE // HOP  # 50
 
+# The one crop policy for clips: a clip longer than this keeps its first DEFAULT_MAX_SECONDS (its
+# head, as ARCH truncates), wherever it is cut: while reading (icl_audio.audio.load_audio, which then
+# decodes only the kept window) or, for arrays handed to the codec directly, in Codec.prepare.
+DEFAULT_MAX_SECONDS = 30.0
+
 DEFAULT_LLM = "HKUSTAudio/Llasa-1B-Multilingual"
 LLASA_1B = "HKUSTAudio/Llasa-1B"
 LLM_ALIASES = {"llasa-1b": LLASA_1B, "llasa-1b-multilingual": DEFAULT_LLM}
