@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +12,11 @@ import numpy as np
 
 from icl_audio.constants import HOP, SAMPLE_RATE
 
+log = logging.getLogger("icl_audio.bench")
+
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)  # progress: the CLI shows the bench logger's INFO lines on stderr
 
 
 def speech_like_clip(seed: int, seconds: float) -> np.ndarray:

@@ -8,14 +8,16 @@ The floor is what any exact scorer must compute, done the plainest way:
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("icl_audio.bench")
 
 # The 50 ESC-50 classes, written with spaces as a support set would name them.
 ESC50_LABELS = (
@@ -80,7 +82,7 @@ def _timed(fn) -> float:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)  # progress: the CLI shows the bench logger's INFO lines on stderr
 
 
 def _flops_ratio(config: Any, n_prompt: int, n_trie: int, n_rows: int) -> float:

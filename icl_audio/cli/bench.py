@@ -13,6 +13,20 @@ from icl_audio.cli import bench_app
 from icl_audio.recipes import RECIPES, get_recipe  # stdlib only: `icl-audio --help` stays fast
 
 
+def _progress_to_stderr() -> None:
+    """Show the bench modules' progress (INFO lines of the ``icl_audio.bench`` logger) on stderr."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("icl_audio.bench")
+    if not any(getattr(h, "_icl_audio_progress", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._icl_audio_progress = True
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 @bench_app.command("speed")
 def speed(
     labels: int = typer.Option(50, "--labels", help="Number of candidate labels (ESC-50 has 50)."),
@@ -29,6 +43,7 @@ def speed(
         raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
+    _progress_to_stderr()
     result = run_speed_bench(labels=labels, k=k, reps=reps, mode=mode)
     if as_json:
         print(json.dumps(result))
@@ -47,6 +62,7 @@ def codec(
     """Codec speed at the real XCodec2 shape (random weights): plain transformers path vs ours."""
     from icl_audio.bench.codec import run_codec_bench
 
+    _progress_to_stderr()
     result = run_codec_bench(clips=clips, seconds=seconds)
     if as_json:
         print(json.dumps(result))
@@ -54,6 +70,30 @@ def codec(
         from icl_audio.cli.render import print_mapping
 
         print_mapping("codec speed", result)
+
+
+@bench_app.command("memory")
+def memory(
+    clips: str = typer.Option("10", "--clips", metavar="N[,N...]", help="Support-set sizes to compare, each in its own process."),
+    seconds: float = typer.Option(5.0, "--seconds", help="Length of each synthetic clip."),
+    labels: int = typer.Option(10, "--labels", help="Candidate labels scored per query."),
+    k: int = typer.Option(4, "--k", help="Demonstrations per prompt."),
+    model: str = typer.Option("random-llasa-1b", "--model", "-m", help="LLM: random-llasa-1b (random weights, real shape) or what --model takes elsewhere."),
+    codec: str = typer.Option("random-xcodec2", "--codec", "-c", help="Codec: random-xcodec2 (random weights, real shape) or what --codec takes elsewhere."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Peak memory of each stage (load, encode, embed, index, score) at the real shapes, per support-set size."""
+    from icl_audio.bench.memory import MemoryBenchConfig, format_table, run_memory_bench
+    from icl_audio.errors import ICLAudioError
+
+    try:
+        config = MemoryBenchConfig(clips=tuple(int(n) for n in clips.split(",")), seconds=seconds, labels=labels, k=k,
+                                   model=model, codec=codec)
+    except ValueError as exc:
+        raise ICLAudioError(f"bench memory: {exc}") from None
+    _progress_to_stderr()
+    result = run_memory_bench(config)
+    print(json.dumps(result) if as_json else format_table(result))
 
 
 # ---------------------------------------------------------------------------------------------
