@@ -8,7 +8,7 @@ It is a pure **plan** (:func:`make_plan`: which tokens go through the model in w
 positions, under which mask, and which rows score which token) and a small **executor**
 (:class:`Executor`) that runs a plan on a model. Candidates "dog", "door knock", "door creaks":
 
-    prompt pass   [ p0 p1 ... pP-1 ]              causal; keys/values kept; row pP-1 predicts every first token
+    prompt        [ p0 p1 ... pP-1 ]              causal; keys/values kept; row pP-1 predicts every first token
     trie pass     [ dog door knock creaks ]        against the prompt's keys/values
     positions       P   P    P+1   P+1            ("door" is fed once: the candidates form a TRIE)
     attention       prompt + own ancestors         ("knock" sees p*, door, itself)
@@ -20,15 +20,35 @@ continuation carries the query audio, or many labels).
 
 **Hidden tokens.** Token ids in ``hidden_ids`` (Llasa: ``<|eot_id|>``) keep their position but are
 never fed, so nothing attends to them: exactly what Llasa's training did with ``attention_mask = ids
-!= pad`` and ``pad = <|eot_id|>``. A scored token may not follow a hidden one.
+!= pad`` and ``pad = <|eot_id|>``. A scored token may not follow a hidden one. The prompt's position
+ids then jump; transformers takes a forward with such positions, no mask and no cache for a packed
+sequence (and cuts the context at every jump), so every prompt pass here has a cache or a 4-D mask.
 
 **Scores in fp32.** The LM head runs in fp32 from the final hidden states (bf16 logits would carry
-~0.03 nats of rounding per token, ~1 nat over a 250-token channel-mode candidate).
+~0.03 nats of rounding per token, ~1 nat over a 250-token channel-mode candidate): ``hidden @
+weight^T`` a slice of the vocabulary at a time, each slice upcast once per call, its logits turned
+into a partial logsumexp at once; the scored values are gathered on the device and copied back once.
+When the weight and the hidden states both hold 16-bit values (a bf16 model: its final hidden states
+are bf16), reduced-precision *operands* lose nothing, so the GEMM may use them:
 
-**Three ways to run a plan** (:func:`icl_audio.hf_compat.llama.verified_paths`): ``plain`` (public
-API only: one forward over prompt + trie per pass under a full 4-D mask), ``cached`` (the prompt once,
-its keys/values reused), ``pruned`` (cached, and the last layer computes only the rows the head
-reads). The faster ones prove themselves on each model against ``plain`` before they are used.
+* bf16 and fp16 values have at most 8 and 11 significant bits; TF32 keeps 11 (10 stored) with fp32's
+  exponent range, so rounding such an operand to TF32 leaves it unchanged, and the product of two
+  (at most 22 significant bits) is exact in fp32's 24. TF32 tensor cores accumulate in fp32. So on
+  CUDA, TF32 (``cuda_matmul="tf32"``) computes every product exactly and only the fp32 sums round,
+  as in a true fp32 GEMM: allowed for bf16/fp16 weights and hidden states, true fp32 ("ieee")
+  otherwise.
+* On CPU, oneDNN's bf16 arithmetic with fp32 accumulation and fp32 output (``cpu_matmul="bf16"``)
+  gives the same exact products for bf16 operands and runs on the bf16 units.
+
+The flags are set for the head alone through :class:`icl_audio.precision.fp32_precision` (torch's
+``fp32_precision`` API) and restored; a process that chose otherwise keeps its choice elsewhere.
+
+**Three ways to run a plan** (:class:`Executor`; :func:`verified_path` picks one per model):
+``plain`` (public API only: one forward over prompt + trie per pass under a full 4-D mask),
+``cached`` (the prompt once, its keys/values reused by every trie pass) and ``pruned`` (cached, and
+the last layer computes only the rows the head reads). The faster ones reach into transformers'
+internals (:mod:`icl_audio.hf_compat.llama`) and prove themselves once per model against ``plain``
+(:func:`icl_audio.hf_compat.proven_once`) before they are used.
 """
 
 from __future__ import annotations
@@ -455,7 +475,8 @@ _PATH_MEMO = "_icl_audio_scoring_path"  # the proof's verdict, kept on the model
 
 
 def _probe_plan(hf: Any) -> Plan:
-    # A few tokens through every mechanism: two passes (max_batch_tokens=3), shared trie prefixes,
+    # A few tokens through every mechanism: two trie passes against the prompt's cache
+    # (max_batch_tokens=2), shared trie prefixes,
     # scored first tokens, positions beyond the prompt, and a hidden token in the prompt (its
     # position kept, so the prompt's positions jump).
     vocab = hf.get_input_embeddings().weight.shape[0]
@@ -463,7 +484,7 @@ def _probe_plan(hf: Any) -> Plan:
     prefix = ids[:6]
     prefix[2] = 0
     conts = [Target(tuple(ids[6:9])), Target(tuple(ids[6:8]) + (ids[9],)), Target(tuple(ids[10:12]), 1)]
-    return make_plan(prefix, conts, max_batch_tokens=3, hidden_ids=[0])
+    return make_plan(prefix, conts, max_batch_tokens=2, hidden_ids=[0])
 
 
 def verified_path(model: Any) -> str:

@@ -48,7 +48,8 @@ def test_no_trie_pass_and_hidden_tokens_in_the_prompt(prompt, path):
 def test_trie_passes_after_hidden_tokens(prompt, path):
     lm, prefix, eot = prompt
     end = lm.layout.special_ids["<|SPEECH_GENERATION_END|>"]
-    conts = [Target(tuple(lm.text_ids(lab)) + (end,)) for lab in ("dog", "door knock")]
-    got = loglikelihood(lm, prefix, conts, hidden_ids=[eot], path=path, max_batch_tokens=3)
+    conts = [Target(tuple(lm.text_ids(lab)) + (end,)) for lab in ("dog", "door knock", "crackling fire")]
+    assert len(make_plan(prefix, conts, hidden_ids=[eot], max_batch_tokens=2).passes) >= 2
+    got = loglikelihood(lm, prefix, conts, hidden_ids=[eot], path=path, max_batch_tokens=2)
     for (score, _), cont in zip(got, conts):
         assert abs(score - _full_forward(lm, prefix, cont.ids, {eot})) < 1e-4

@@ -12,7 +12,8 @@ measures each::
     score direct      one query: retrieval, prompt, every label scored (direct mode)
     score channel     the same query in channel mode
 
-A support-set build is encode + embed + index: its peak is the largest of theirs (``build_peak_mb``).
+A support-set build is encode + embed + index: its peak is the largest of theirs (``build_peak_mb``;
+``build_peak_above_start_mb``: above the memory held when the build started).
 Comparing sizes (``--clips 10,200``) shows what grows with the number of clips.
 
 **How peaks are measured.** Peak RSS, from the kernel's own high-water mark: before each stage the
@@ -224,6 +225,8 @@ def measure_stages(config: MemoryBenchConfig, n_clips: int) -> dict:
         "process_start_rss_mb": round(baseline, 1),
         "stages": figures,
         "build_peak_mb": max(figures[s]["peak_mb"] for s in BUILD_STAGES),
+        "build_peak_above_start_mb": round(max(figures[s]["peak_mb"] for s in BUILD_STAGES)
+                                           - figures[BUILD_STAGES[0]]["rss_before_mb"], 1),
         "codes_per_clip": round(float(np.mean([len(c) for c in support_codes])), 1),
     }
 
@@ -305,7 +308,9 @@ def format_table(result: dict) -> str:
     rows = [[stage] + [f"{result['sizes'][n]['stages'][stage]['peak_mb']:.0f} "
                        f"({result['sizes'][n]['stages'][stage]['peak_above_before_mb']:+.0f})" for n in sizes]
             for stage in STAGES]
-    rows.append(["support build (encode+embed+index)"] + [f"{result['sizes'][n]['build_peak_mb']:.0f}" for n in sizes])
+    rows.append(["support build (encode+embed+index)"] + [
+        f"{result['sizes'][n]['build_peak_mb']:.0f} ({result['sizes'][n]['build_peak_above_start_mb']:+.0f})"
+        for n in sizes])
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]
