@@ -32,6 +32,14 @@ def test_a_short_spike_inside_a_stage_is_its_peak():
     assert figures["quiet"]["peak_above_before_mb"] < 50  # the spike's mark was reset before this stage
 
 
+@pytest.fixture
+def loaded_models(monkeypatch, debug_lm, debug_codec):
+    """The builders hand out the session's debug models (a real run loads them in each process)."""
+    monkeypatch.setattr(bench_memory, "build_llm", lambda name, **options: debug_lm)
+    monkeypatch.setattr(bench_memory, "build_codec", lambda name: debug_codec)
+
+
+@pytest.mark.usefixtures("loaded_models")
 def test_every_stage_per_size_through_the_cli(monkeypatch, capsys):
     from icl_audio.cli import main
 
@@ -56,6 +64,18 @@ def test_every_stage_per_size_through_the_cli(monkeypatch, capsys):
     assert "support sizes" in err and len(err.strip().splitlines()) == 1
 
 
-def test_each_size_runs_in_a_fresh_process():
+@pytest.mark.usefixtures("loaded_models")
+def test_the_child_process_protocol(monkeypatch, capsys):
+    """What a child reads (the request on stdin) and writes (one JSON line), run in-process here."""
+    import io
+    import subprocess
+
+    def run_child(argv, input, stdout, text, check):
+        assert argv[1:] == ["-m", "icl_audio.bench.memory"]
+        monkeypatch.setattr(sys, "stdin", io.StringIO(input))
+        bench_memory._child_main()
+        return subprocess.CompletedProcess(argv, 0, stdout=capsys.readouterr().out)
+
+    monkeypatch.setattr(bench_memory.subprocess, "run", run_child)
     out = bench_memory._measure_in_child(MemoryBenchConfig(clips=(1,), **SMALL), 1)
     assert out["clips"] == 1 and list(out["stages"]) == list(STAGES)

@@ -51,12 +51,13 @@ def test_the_engine_proves_its_paths_through_the_one_mechanism(debug_lm, monkeyp
         assert engine.verified_path(hf) == "cached"
 
 
-def _fresh_codec_model():
-    from transformers import Xcodec2Model
+def _fresh_codec_model(debug_codec):
+    """A copy of the debug codec's model without its proof verdicts."""
+    from icl_audio.hf_compat.xcodec2 import _ORDER_MEMO
 
-    from icl_audio.codec import ensure_debug_codec
-
-    return Xcodec2Model.from_pretrained(str(ensure_debug_codec())).eval()
+    model = copy.deepcopy(debug_codec.model)
+    model.__dict__.pop(_ORDER_MEMO, None)
+    return model
 
 
 def _clip(seconds: float, seed: int) -> np.ndarray:
@@ -70,10 +71,10 @@ def test_the_step_by_step_encode_is_proven_against_xcodec2_encode(debug_codec):
     assert debug_codec._options.stepwise
 
 
-def test_another_encode_order_falls_back_to_xcodec2_encode():
+def test_another_encode_order_falls_back_to_xcodec2_encode(debug_codec):
     from icl_audio.codec import Codec
 
-    model = _fresh_codec_model()
+    model = _fresh_codec_model(debug_codec)
     original = type(model).encode
 
     def changed(self, input_values, input_features, **kwargs):
