@@ -323,7 +323,10 @@ def format_table(result: dict) -> str:
 
 def _child_main() -> None:
     request = json.loads(sys.stdin.read())
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # this bench's progress only, not every library's INFO lines
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     if request.get("keep_freed_memory"):
         from icl_audio.memory import keep_freed_memory
 
