@@ -176,7 +176,7 @@ def measure_stages(config: MemoryBenchConfig, n_clips: int) -> dict:
     import numpy as np
 
     from icl_audio.bench.codec import speech_like_clip
-    from icl_audio.bench.speed import _labels
+    from icl_audio.bench.speed import _labels as esc50_labels
     from icl_audio.codecache import CodeCache
     from icl_audio.encoding import stream_codes
     from icl_audio.retrieval import Index, clip_embeddings, retrieve
@@ -184,7 +184,7 @@ def measure_stages(config: MemoryBenchConfig, n_clips: int) -> dict:
 
     meter = PeakMeter()
     figures: dict[str, dict] = {}
-    labels = _labels(config.labels)
+    labels = esc50_labels(config.labels)
     support_labels = [labels[i % len(labels)] for i in range(n_clips)]
     baseline = meter.rss()
     with tempfile.TemporaryDirectory(prefix="icl-audio-memory-bench-") as tmp:
