@@ -13,7 +13,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from icl_audio.constants import SAMPLE_RATE
+from icl_audio.constants import DEFAULT_MAX_SECONDS, SAMPLE_RATE
 from icl_audio.errors import AudioError
 from icl_audio.features import MIN_SAMPLES
 
@@ -23,9 +23,9 @@ LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99
 _RESAMPLE_CHUNK = 1 << 18  # gathered input samples per step: bounded working memory for any length
 
-# One hour of 96 kHz 6-channel float64 is 16 GB: anything longer than this is cropped *while
-# reading* (only the kept window is decoded), so no input can exhaust memory.
-DEFAULT_MAX_SECONDS = 30.0
+# DEFAULT_MAX_SECONDS (the one crop policy, icl_audio.constants): one hour of 96 kHz 6-channel
+# float64 is 16 GB, so anything longer is cropped *while reading* (only the kept window is decoded)
+# and no input can exhaust memory.
 
 AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, Mapping[str, Any], tuple, "Clip"]
 

@@ -79,21 +79,6 @@ class Failure:
     error: str
 
 
-def retrieve(support: "SupportSet", query_embeddings: np.ndarray, k: int, *, balanced_labels: Sequence[str] | None = None) -> list[list["Neighbor"]]:
-    """The k nearest support clips of each query, most similar first.
-
-    With ``balanced_labels``, the nearest clips of each of those labels are taken in turn
-    (class-balanced retrieval, :func:`icl_audio.retrieval.select_balanced`), so every candidate
-    appears among the demonstrations when k allows.
-    """
-    if not balanced_labels:
-        return support.index.search(query_embeddings, k)
-    from icl_audio.retrieval import select_balanced
-
-    rows = support.index.search(query_embeddings, len(support))
-    return [[row[i] for i in select_balanced([support.labels[n.index] for n in row], balanced_labels, k)] for row in rows]
-
-
 def check_scoring_options(options: "ScoringOptions") -> "ScoringOptions":
     """Check ``options`` without a model; returns them. :class:`ScoringOptions` checks its own fields
     when built (mode, normalisation, budget, mask_eot); this adds the template, which must be read.
@@ -386,7 +371,7 @@ class ICLClassifier:
     def _retrieved(self, audios, labels, k, on_error, progress):
         """(encoded input, its neighbours most similar first; None for an input that failed), in input order."""
         from icl_audio.encoding import stream_codes
-        from icl_audio.retrieval import clip_embeddings
+        from icl_audio.retrieval import clip_embeddings, retrieve
 
         support = self._fitted()
         k = self.k if k is None else k

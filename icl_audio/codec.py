@@ -22,11 +22,11 @@ from icl_audio.codec_debug import (  # noqa: F401 (public names)
     ensure_debug_codec,
     ensure_random_codec,
 )
-from icl_audio.constants import DEBUG_NAME, DEFAULT_CODEC, HOP, SAMPLE_RATE
-from icl_audio.codec_encode import EncodeOptions, encode_clips, torch_threads
+from icl_audio.constants import DEBUG_NAME, DEFAULT_CODEC, DEFAULT_MAX_SECONDS, HOP, SAMPLE_RATE
+from icl_audio.codec_encode import EncodeOptions, encode_clips
+from icl_audio.devices import resolve_device
 from icl_audio.errors import AudioError, ModelError
 from icl_audio.features import MIN_SAMPLES, acoustic_length, code_frames, n_codes
-from icl_audio.devices import resolve_device
 from icl_audio.hub import folder_revision, resolve_model  # noqa: F401 (folder_revision re-exported)
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("icl_audio")
 
-DEFAULT_MAX_SECONDS = 30.0
-CROP_POLICIES = ("center", "head")
 PRECISIONS = ("auto", "fp32", "bf16")
 # The encode path (encoder.py, and the fast acoustic branch it may use). Bump when it changes codes.
 ENCODER_VERSION = "2"
@@ -52,8 +50,9 @@ class Codec:
     Codes follow how Llasa's training codes were made: ``len(clip) // 320`` per clip (see
     :mod:`icl_audio.features`). Built by ``load_codec``; wraps a ``transformers.Xcodec2Model``.
     Attributes: ``model_id``, ``revision`` (hub commit or folder content hash), ``codebook_size``,
-    ``device``, ``precision`` (resolved: "fp32" or "bf16"), ``max_seconds`` and ``crop`` (the
-    long-clip policy), and ``fingerprint``, a hash of everything that changes codes (cache key part).
+    ``device``, ``precision`` (resolved: "fp32" or "bf16"), ``max_seconds`` (longer clips keep their
+    first ``max_seconds``: the one crop policy of :data:`icl_audio.constants.DEFAULT_MAX_SECONDS`),
+    and ``fingerprint``, a hash of everything that changes codes (cache key part).
     """
 
     def __init__(
@@ -65,7 +64,6 @@ class Codec:
         device: "torch.device",
         precision: str = "auto",
         max_seconds: float | None = DEFAULT_MAX_SECONDS,
-        crop: str = "center",
         batch_samples: int = DEFAULT_BATCH_SAMPLES,
         identity: str | None = None,
         fast_acoustic: bool = True,
@@ -83,8 +81,6 @@ class Codec:
 
         if precision not in PRECISIONS:
             raise ModelError(f"unknown codec precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-        if crop not in CROP_POLICIES:
-            raise ModelError(f"unknown crop policy {crop!r}; use one of {', '.join(CROP_POLICIES)}")
         if max_seconds is not None and max_seconds * SAMPLE_RATE < MIN_SAMPLES:
             raise ModelError(f"max_seconds must be at least {MIN_SAMPLES / SAMPLE_RATE:g} (one codec frame), got {max_seconds!r}")
         self.model = model
@@ -95,13 +91,18 @@ class Codec:
         # the fp32 reference on 6-20 % of frames (measured with random weights), too many for a default.
         self.precision = "fp32" if precision == "auto" else precision
         self.max_seconds = max_seconds
-        self.crop = crop
         self.batch_samples = max(int(batch_samples), acoustic_length(SAMPLE_RATE))
         self.codebook_size = int(np.prod(model.config.quantization_levels))
         # Seconds per stage, summed over calls (and over worker threads: CPU-seconds, not wall time).
         self.stage_seconds: dict[str, float] = {"features": 0.0, "semantic": 0.0, "acoustic": 0.0, "quantize": 0.0}
         self._timer_lock = threading.Lock()
-        self._executors: dict[tuple[str, int], object] = {}  # see _executor
+        self._executors: dict[tuple[str, int, int], object] = {}  # see _executor
+        # The step-by-step encode order, proven against Xcodec2Model.encode while every module is fp32.
+        from icl_audio.hf_compat.xcodec2 import proven_encode_order
+
+        stepwise = proven_encode_order(model)
+        if not stepwise:  # Xcodec2Model.encode itself runs: plain modules, fp32 (the warning said so)
+            self.precision, fast_acoustic, bounded_attention = "fp32", False, False
         semantic_dtype = torch.float32
         if self.precision == "bf16":
             semantic_dtype = torch.bfloat16
@@ -129,6 +130,7 @@ class Codec:
             acoustic_dtype=torch.bfloat16 if bf16_acoustic else torch.float32,
             acoustic=acoustic,
             strict_fp32=self.precision == "fp32",
+            stepwise=stepwise,
         )
         self.fingerprint = _fingerprint(
             model_id=identity or model_id,
@@ -136,7 +138,6 @@ class Codec:
             precision=self.precision,
             device_type=self.device.type,
             max_seconds=max_seconds,
-            crop=crop,
         )
 
     def __repr__(self) -> str:
@@ -146,7 +147,7 @@ class Codec:
         )
 
     def prepare(self, clip: np.ndarray) -> np.ndarray:
-        """The samples that are actually encoded for ``clip``: float32 1-D, cropped to ``max_seconds``.
+        """The samples that are actually encoded for ``clip``: float32 1-D, its first ``max_seconds``.
 
         Accepts a 1-D array (or anything reshapeable to one) of float samples at 16 kHz; raises
         AudioError for a non-finite clip or one shorter than 320 samples (20 ms: no code can be
@@ -167,8 +168,7 @@ class Codec:
             raise AudioError("codec input contains NaN or infinite samples")
         limit = self._max_samples()
         if limit is not None and x.shape[0] > limit:
-            start = (x.shape[0] - limit) // 2 if self.crop == "center" else 0
-            x = x[start : start + limit]
+            x = x[:limit]  # the head, as load_audio's read-time crop keeps
         return np.ascontiguousarray(x)
 
     def _max_samples(self) -> int | None:
@@ -193,8 +193,7 @@ class Codec:
         if too_long:
             warnings.warn(
                 f"{len(too_long)} clip(s) longer than {self.max_seconds:g} s: encoding only the "
-                f"{'middle' if self.crop == 'center' else 'first'} {self.max_seconds:g} s of each "
-                "(codec max_seconds)",
+                f"first {self.max_seconds:g} s of each (codec max_seconds)",
                 stacklevel=2,
             )
         prepared = [self.prepare(c) for c in clips]
@@ -222,19 +221,19 @@ class Codec:
             return out  # type: ignore[return-value]
         from concurrent.futures import as_completed
 
-        with torch_threads(threads):
-            pool = self._executor("icl-codec", workers)
-            futures = {pool.submit(run, batch): batch for batch in batches}
-            try:
-                for future in as_completed(futures):  # progress is reported from the caller's thread
-                    finish(futures[future], future.result())
-            finally:
-                for future in futures:  # on an error (or Ctrl-C), do not leave batches running
-                    future.cancel()
+        pool = self._executor("icl-codec", workers, threads)
+        futures = {pool.submit(run, batch): batch for batch in batches}
+        try:
+            for future in as_completed(futures):  # progress is reported from the caller's thread
+                finish(futures[future], future.result())
+        finally:
+            for future in futures:  # on an error (or Ctrl-C), do not leave batches running
+                future.cancel()
         return out  # type: ignore[return-value]
 
-    def _executor(self, name: str, workers: int):
-        """This codec's own ``workers`` threads, created once and kept for its lifetime.
+    def _executor(self, name: str, workers: int, threads: int):
+        """This codec's own ``workers`` threads, each running torch's operators on ``threads`` intra-op
+        threads (see :func:`_worker_pool`), created once and kept for its lifetime.
 
         Why not a pool per call: glibc's malloc gives each thread an arena of its own and keeps
         what it frees there (see :mod:`icl_audio.memory`). Threads made afresh for every call
@@ -244,12 +243,10 @@ class Codec:
         the same work hold the same memory after the first batch, however many follow. Idle threads
         exit when the codec is garbage-collected (``ThreadPoolExecutor`` holds them by weak reference).
         """
-        from concurrent.futures import ThreadPoolExecutor
-
-        key = (name, workers)
+        key = (name, workers, threads)
         pool = self._executors.get(key)
         if pool is None:
-            pool = self._executors[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+            pool = self._executors[key] = _worker_pool(name, workers, threads)
         return pool
 
     def encode_batch(self, clips: Sequence[np.ndarray], *, branch_threads: bool = False) -> list[np.ndarray]:
@@ -259,7 +256,7 @@ class Codec:
         if branch_threads:
             from dataclasses import replace
 
-            options = replace(options, branch_executor=self._executor("icl-codec-acoustic", 1))
+            options = replace(options, branch_executor=self._executor("icl-codec-acoustic", 1, self._parallelism(1)[1]))
         return encode_clips(self.model, clips, options, device=self.device, record=self._record)
 
     def _record(self, stage: str, seconds: float) -> None:
@@ -302,7 +299,39 @@ class Codec:
         return batches
 
 
-def _fingerprint(*, model_id: str, revision: str, precision: str, device_type: str, max_seconds, crop: str) -> str:
+def _worker_pool(name: str, workers: int, threads: int):
+    """A pool of ``workers`` threads, each of which runs torch's operators on ``threads`` intra-op threads.
+
+    The count is set inside each worker when it starts (OpenMP's and MKL's thread counts are per
+    thread), never in the caller: the caller's own count is left as it was. ``torch.set_num_threads``
+    also records its value as the count that threads starting later take; once every worker has set
+    its own, the caller's count is recorded back, so that default is unchanged too.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=_set_worker_threads,
+                              initargs=(threads,))
+    started = threading.Barrier(workers + 1, timeout=60)
+    for _ in range(workers):  # each task holds its thread until all have started: one thread each
+        pool.submit(started.wait)
+    started.wait()
+    torch.set_num_threads(torch.get_num_threads())
+    return pool
+
+
+def _set_worker_threads(threads: int) -> None:
+    import torch
+
+    # torch sets a thread's count from the process default at the thread's first operator (once):
+    # let that happen first, so that it does not overwrite the count set here.
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+
+def _fingerprint(*, model_id: str, revision: str, precision: str, device_type: str, max_seconds) -> str:
     payload = {
         "model": model_id,
         "revision": revision,
@@ -312,7 +341,7 @@ def _fingerprint(*, model_id: str, revision: str, precision: str, device_type: s
         # "bf16" is the semantic branch only on CPU, both branches on CUDA: other codes.
         "device": device_type,
         "max_seconds": max_seconds,
-        "crop": crop,
+        "crop": "head",  # the one crop policy (a clip cropped at its centre gave other codes)
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -328,7 +357,6 @@ def load_codec(
     revision: str | None = None,
     precision: str = "auto",
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
-    crop: str = "center",
     check_weights: bool = True,
 ) -> Codec:
     """Load an XCodec2 codec with ``transformers.Xcodec2Model``.
@@ -341,7 +369,7 @@ def load_codec(
     ``revision``: hub branch/tag/commit (ignored for folders). ``device``: "auto", "cpu", "cuda",
     "cuda:N". ``precision``: "auto" (= "fp32", codes faithful to the reference), "fp32" or "bf16"
     (faster, less faithful: semantic branch in bf16 on CPU, both branches on CUDA). ``max_seconds``:
-    longer clips are cropped (``crop`` "center" or "head") with a warning; None disables the bound.
+    longer clips keep their first ``max_seconds``, with a warning; None disables the bound.
     ``check_weights``: refuse weights whose tensor names or shapes do not fit the architecture
     (:mod:`icl_audio.weights`); False loads them anyway with a warning.
     Raises ModelError (one line) when the model cannot be found or loaded.
@@ -365,7 +393,7 @@ def load_codec(
     identity = {"debug": DEBUG_NAME, "folder": "local-folder"}.get(src.origin, src.model_id)
     model = model.to(dev).eval()
     return Codec(model, model_id=src.model_id, revision=src.revision, device=dev, precision=precision,
-                 max_seconds=max_seconds, crop=crop, identity=identity)
+                 max_seconds=max_seconds, identity=identity)
 
 
 def _check_folder(folder: Path) -> None:

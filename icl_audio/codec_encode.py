@@ -8,6 +8,9 @@ branch through an optional replacement (the proven block-matrix CPU path of
 :mod:`icl_audio.hf_compat.xcodec2`). Only public submodules of ``Xcodec2Model`` are used:
 ``semantic_encoder``, ``semantic_adapter``, ``acoustic_encoder``, ``fc_encoder``, ``quantizer``;
 the semantic encoder may run through its memory-bounded attention (:mod:`icl_audio.hf_compat.w2vbert`).
+Which submodules run in which order is transformers' knowledge, not a public contract: the ``Codec``
+proves it once per model against ``Xcodec2Model.encode``
+(:func:`icl_audio.hf_compat.xcodec2.proven_encode_order`) and calls ``encode`` itself if it differs.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ class EncodeOptions:
     acoustic: Callable | None = None
     semantic: Callable | None = None
     branch_executor: Any = None
-    strict_fp32: bool = True  # on CUDA: no TF32 (cuDNN convolutions use it by default)
+    strict_fp32: bool = True  # on CUDA: no TF32 (cuDNN convolutions use it by default); see faithful_math
+    # False: call ``Xcodec2Model.encode`` itself (plain modules, fp32), as when the step-by-step order
+    # below did not reproduce it (icl_audio.hf_compat.xcodec2.proven_encode_order).
+    stepwise: bool = True
 
 
 def batch_inputs(clips: Sequence[np.ndarray], device="cpu") -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -77,7 +83,7 @@ def encoder_states(model, features, wave, options: EncodeOptions = EncodeOptions
     import torch
 
     semantic_dtype = options.semantic_dtype or torch.float32
-    with torch.inference_mode(), faithful_cuda_math(wave.device, options.strict_fp32):
+    with torch.inference_mode(), faithful_math(wave.device, options.strict_fp32):
         t0 = time.perf_counter()
         pending = None
         if options.branch_executor is not None:
@@ -119,7 +125,9 @@ def encode_clips(model, clips: Sequence[np.ndarray], options: EncodeOptions = En
     """Codes of clips that share ``code_frames``: one int64 array of ``len(clip) // 320`` codes each.
 
     ``clips``: float32 16 kHz mono 1-D arrays of at least 320 samples. The whole path in one call:
-    features, both branches, ``fc_encoder``, ``quantizer``; then the first ``n // 320`` codes.
+    features, both branches, ``fc_encoder``, ``quantizer``; then the first ``n // 320`` codes. The
+    encoder and the quantizer run under the same math (:func:`faithful_math`): FSQ rounds its
+    projected input, so TF32 there could move a value across a level boundary.
     """
     import torch
 
@@ -127,11 +135,15 @@ def encode_clips(model, clips: Sequence[np.ndarray], options: EncodeOptions = En
     features, wave = batch_inputs(clips, device)
     if record is not None:
         record("features", time.perf_counter() - t0)
-    hidden = encoder_states(model, features, wave, options, record)
-    t1 = time.perf_counter()
-    with torch.inference_mode():
-        _, indices = model.quantizer(hidden)
-        codes = indices[..., 0].to("cpu", torch.int64).numpy()
+    with torch.inference_mode(), faithful_math(wave.device, options.strict_fp32):
+        if options.stepwise:
+            hidden = encoder_states(model, features, wave, options, record)
+            t1 = time.perf_counter()
+            _, indices = model.quantizer(hidden)
+            codes = indices[..., 0].to("cpu", torch.int64).numpy()
+        else:
+            t1 = time.perf_counter()
+            codes = model.encode(wave[:, None, :], features).audio_codes[:, 0].to("cpu", torch.int64).numpy()
     if record is not None:
         record("quantize", time.perf_counter() - t1)
     return [np.ascontiguousarray(row[: n_codes(len(clip))]) for row, clip in zip(codes, clips)]
@@ -146,7 +158,9 @@ def sync(device) -> None:
 
 
 class torch_threads:
-    """Set torch's intra-op thread count for a block, then restore it."""
+    """Set torch's intra-op thread count for a block, then restore it. For tools that ask for it (the
+    debug codec's one-time calibration, the codec bench); the ``Codec`` sets its workers' counts in
+    the workers themselves and leaves the caller's alone."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -167,24 +181,10 @@ class torch_threads:
         return False
 
 
-class faithful_cuda_math:
-    """On CUDA with ``strict``, switch TF32 off for the block (cuDNN convolutions use it by default)."""
+def faithful_math(device, strict: bool):
+    """The codec's math for a block: on CUDA with ``strict``, true fp32 (no TF32) in matmuls and cuDNN
+    convolutions (which use TF32 by default); nothing is changed elsewhere. See :mod:`icl_audio.precision`."""
+    from icl_audio.precision import fp32_precision
 
-    def __init__(self, device, strict: bool) -> None:
-        self.active = strict and device.type == "cuda"
-
-    def __enter__(self):
-        if self.active:
-            import torch
-
-            self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-        return self
-
-    def __exit__(self, *exc):
-        if self.active:
-            import torch
-
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
-        return False
+    on = strict and device.type == "cuda"
+    return fp32_precision(cuda_matmul="ieee" if on else None, cudnn_conv="ieee" if on else None)

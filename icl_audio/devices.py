@@ -45,12 +45,15 @@ DTYPE_NAMES = {
 
 def resolve_dtype(dtype: Any, device: Any):
     """The torch dtype to run in: ``dtype`` if given (torch dtype or name like "bf16", "fp32"), else
-    bf16 on CUDA and on CPUs with native bf16, fp32 otherwise."""
+    bf16 on CUDA devices of compute capability 8.0 or later (fp16 on older ones, which only emulate
+    bf16) and on CPUs with native bf16, fp32 otherwise."""
     import torch
 
     if dtype is None:
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            from icl_audio.precision import cuda_native_bf16
+
+            return torch.bfloat16 if cuda_native_bf16(device) else torch.float16
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -8,7 +8,7 @@ It is a pure **plan** (:func:`make_plan`: which tokens go through the model in w
 positions, under which mask, and which rows score which token) and a small **executor**
 (:class:`Executor`) that runs a plan on a model. Candidates "dog", "door knock", "door creaks":
 
-    prompt pass   [ p0 p1 ... pP-1 ]              causal; keys/values kept; row pP-1 predicts every first token
+    prompt        [ p0 p1 ... pP-1 ]              causal; keys/values kept; row pP-1 predicts every first token
     trie pass     [ dog door knock creaks ]        against the prompt's keys/values
     positions       P   P    P+1   P+1            ("door" is fed once: the candidates form a TRIE)
     attention       prompt + own ancestors         ("knock" sees p*, door, itself)
@@ -20,21 +20,39 @@ continuation carries the query audio, or many labels).
 
 **Hidden tokens.** Token ids in ``hidden_ids`` (Llasa: ``<|eot_id|>``) keep their position but are
 never fed, so nothing attends to them: exactly what Llasa's training did with ``attention_mask = ids
-!= pad`` and ``pad = <|eot_id|>``. A scored token may not follow a hidden one.
+!= pad`` and ``pad = <|eot_id|>``. A scored token may not follow a hidden one. The prompt's position
+ids then jump; transformers takes a forward with such positions, no mask and no cache for a packed
+sequence (and cuts the context at every jump), so every prompt pass here has a cache or a 4-D mask.
 
 **Scores in fp32.** The LM head runs in fp32 from the final hidden states (bf16 logits would carry
-~0.03 nats of rounding per token, ~1 nat over a 250-token channel-mode candidate).
+~0.03 nats of rounding per token, ~1 nat over a 250-token channel-mode candidate): ``hidden @
+weight^T`` a slice of the vocabulary at a time, each slice upcast once per call, its logits turned
+into a partial logsumexp at once; the scored values are gathered on the device and copied back once.
+When the weight and the hidden states both hold 16-bit values (a bf16 model: its final hidden states
+are bf16), reduced-precision *operands* lose nothing, so the GEMM may use them:
 
-**Three ways to run a plan** (:func:`icl_audio.hf_compat.llama.verified_paths`): ``plain`` (public
-API only: one forward over prompt + trie per pass under a full 4-D mask), ``cached`` (the prompt once,
-its keys/values reused), ``pruned`` (cached, and the last layer computes only the rows the head
-reads). The faster ones prove themselves on each model against ``plain`` before they are used.
+* bf16 and fp16 values have at most 8 and 11 significant bits; TF32 keeps 11 (10 stored) with fp32's
+  exponent range, so rounding such an operand to TF32 leaves it unchanged, and the product of two
+  (at most 22 significant bits) is exact in fp32's 24. TF32 tensor cores accumulate in fp32. So on
+  CUDA, TF32 (``cuda_matmul="tf32"``) computes every product exactly and only the fp32 sums round,
+  as in a true fp32 GEMM: allowed for bf16/fp16 weights and hidden states, true fp32 ("ieee")
+  otherwise.
+* On CPU, oneDNN's bf16 arithmetic with fp32 accumulation and fp32 output (``cpu_matmul="bf16"``)
+  gives the same exact products for bf16 operands and runs on the bf16 units.
+
+The flags are set for the head alone through :class:`icl_audio.precision.fp32_precision` (torch's
+``fp32_precision`` API) and restored; a process that chose otherwise keeps its choice elsewhere.
+
+**Three ways to run a plan** (:class:`Executor`; :func:`verified_path` picks one per model):
+``plain`` (public API only: one forward over prompt + trie per pass under a full 4-D mask),
+``cached`` (the prompt once, its keys/values reused by every trie pass) and ``pruned`` (cached, and
+the last layer computes only the rows the head reads). The faster ones reach into transformers'
+internals (:mod:`icl_audio.hf_compat.llama`) and prove themselves once per model against ``plain``
+(:func:`icl_audio.hf_compat.proven_once`) before they are used.
 """
 
 from __future__ import annotations
 
-import logging
-import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -45,11 +63,8 @@ from icl_audio.hf_compat import llama as compat
 __all__ = ["Target", "Plan", "Pass", "make_plan", "Executor", "loglikelihood", "loglikelihood_naive",
            "loglikelihood_shared", "MAX_BATCH_TOKENS"]
 
-log = logging.getLogger("icl_audio")
-
 MAX_BATCH_TOKENS = 512  # trie tokens per pass; bounds attention/MLP activations
-HEAD_ROWS = 256  # LM-head rows per chunk
-_VOCAB_CHUNK = 16384  # vocabulary rows per fp32 head GEMM: 16,384 x 2,048 fp32 is 128 MB
+HEAD_ROWS = 256  # hidden rows per LM-head GEMM: a (vocabulary slice x 256) block of fp32 logits
 
 
 @dataclass(frozen=True)
@@ -241,6 +256,14 @@ def _pass_mask(p: Pass, n_prefix: int, dtype: Any, device: Any, with_prefix_rows
     return mask.masked_fill_(~allowed, float("-inf")).to(device)
 
 
+def _causal_mask(n: int, dtype: Any, device: Any):
+    """Additive 4-D causal mask over ``n`` fed positions (0 on and below the diagonal, -inf above)."""
+    import torch
+
+    mask = torch.full((1, 1, n, n), float("-inf"), dtype=dtype)
+    return mask.triu_(1).to(device)
+
+
 class Executor:
     """Runs a :class:`Plan` on a Hugging Face causal LM (Llama family): final hidden states of the head
     rows, then fp32 log-probabilities. ``path``: "plain", "cached" or "pruned" (see module docstring)."""
@@ -277,7 +300,10 @@ class Executor:
             # Public API only: prompt + trie in one forward under a full 4-D mask, the prompt recomputed per pass.
             for i, p in enumerate(plan.passes or [None]):
                 if p is None:
-                    h, _ = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=False)
+                    # Without a mask and a cache, transformers takes position ids that jump (a hidden
+                    # token's position kept) for a packed sequence: the 4-D causal mask says what is meant.
+                    h, _ = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=False,
+                                        attention_mask=_causal_mask(n_prefix, self.dtype, dev))
                     chunks.append(h)
                     break
                 first = [n_prefix - 1] if i == 0 else []
@@ -289,10 +315,12 @@ class Executor:
                 chunks.append(h)
             return torch.cat(chunks, dim=0)
 
-        more = bool(plan.passes)
-        h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=more)
+        # Always with a cache, even when no trie pass follows: with one, transformers builds the causal
+        # mask from the cache positions and never takes position ids that jump (hidden tokens) for a
+        # packed sequence, and SDPA keeps its causal kernel (an explicit mask would compute every block).
+        h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=True)
         chunks.append(h)
-        if more:
+        if plan.passes:
             kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in compat.cache_tensors(compat.output_cache(out))]
             del out
             for p in plan.passes:
@@ -326,114 +354,163 @@ class Executor:
 # the LM head in fp32
 
 
-class _fp32_matmul:
-    """Context manager: true fp32 matmuls (no TF32 on CUDA). On CPU, when both operands hold bf16
-    values, oneDNN's bf16 arithmetic with fp32 accumulation and fp32 output gives the same products
-    exactly and runs on the bf16 units (~1.6x faster than plain fp32 here)."""
-
-    def __init__(self, device: Any, bf16_exact: bool):
-        self.device, self.bf16_exact = device, bf16_exact
-
-    def __enter__(self):
-        import torch
-
-        self.saved = []
-        if self.device.type == "cuda":
-            self.saved.append((torch.backends.cuda.matmul, "allow_tf32", torch.backends.cuda.matmul.allow_tf32))
-            torch.backends.cuda.matmul.allow_tf32 = False
-        elif self.bf16_exact:
-            mm = getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)
-            if mm is not None and hasattr(mm, "fp32_precision"):
-                self.saved.append((mm, "fp32_precision", mm.fp32_precision))
-                mm.fp32_precision = "bf16"
-        return self
-
-    def __exit__(self, *exc):
-        for obj, name, value in self.saved:
-            setattr(obj, name, value)
-        return False
-
-
 def token_logprobs(hf: Any, hidden: Any, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """log p(tokens[i] | hidden[rows[i]]) in fp32 over the whole vocabulary, ``HEAD_ROWS`` rows at a time.
+    """log p(tokens[i] | hidden[rows[i]]) in fp32 over the whole vocabulary, as a float64 array.
 
-    A plain ``nn.Linear`` head (Llama's) is computed as fp32 ``weight @ hidden^T`` a slice of the
-    vocabulary at a time, each slice turned into a partial logsumexp while still in cache (the partial
-    sums combine exactly). Any other head is called as a module and its logits upcast.
+    ``hidden``: (n, hidden size) final hidden states on the model's device; ``rows``/``tokens``:
+    integer arrays of equal length (a row of ``hidden``, a token id). A plain ``nn.Linear`` head
+    (Llama's) runs as :func:`_head_fp32`; any other head is called as a module, ``HEAD_ROWS`` rows at
+    a time, and its logits upcast. The scored values are gathered on the device and copied back once.
     """
     import torch
 
+    rows, tokens = np.asarray(rows, dtype=np.int64), np.asarray(tokens, dtype=np.int64)
     head = hf.get_output_embeddings()
-    plain = isinstance(head, torch.nn.Linear) and head.bias is None and head.weight.dtype.is_floating_point
-    out = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, hidden.shape[0], HEAD_ROWS):
-        sel = np.nonzero((rows >= start) & (rows < start + HEAD_ROWS))[0]
-        if not len(sel):
-            continue
-        block = hidden[start:start + HEAD_ROWS]
-        r, t = rows[sel] - start, tokens[sel]
-        if plain:
-            out[sel] = _head_fp32(head.weight, block, r, t)
-        else:
-            logits = head(block).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            r_t, t_t = torch.as_tensor(r, device=logits.device), torch.as_tensor(t, device=logits.device)
-            out[sel] = (logits[r_t, t_t] - lse[r_t]).double().cpu().numpy()
-    return out
+    if isinstance(head, torch.nn.Linear) and head.bias is None and head.weight.dtype.is_floating_point:
+        picked, lse = _head_fp32(head.weight, hidden, rows, tokens)
+    else:
+        picked, lse = _head_module(head, hidden, rows, tokens)
+    both = torch.cat([picked, lse]).double().cpu().numpy()  # the one copy back (one sync on CUDA)
+    return both[: len(rows)] - both[len(rows):]
 
 
-def _head_fp32(weight: Any, block: Any, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+def _vocab_chunk(device: Any) -> int:
+    # Vocabulary rows per fp32 GEMM. CPU: 1,024 x 2,048 fp32 is 8 MB, upcast into one buffer reused
+    # slice after slice, which stays in cache for the GEMM (measured fastest of 1,024-8,192 at the
+    # Llasa-1B shape, on 1 and 2 threads). CUDA: fewer, larger GEMMs (32,768 x 2,048 fp32: 256 MB).
+    return 1024 if device.type == "cpu" else 32768
+
+
+def _grouped_pairs(rows: np.ndarray, tokens: np.ndarray, n_rows: int, chunk: int, device: Any):
+    """The (row, token) pairs sorted by (vocabulary slice of ``chunk`` tokens, block of ``HEAD_ROWS`` rows).
+
+    Returns ``index``, a (4, pairs) int64 tensor on ``device`` (uploaded at once): pair number, token
+    within its slice, row within its block (in sorted order), and every pair's row (in input order);
+    and ``bounds``: the pairs of group ``slice * n_blocks + block`` are ``bounds[g]:bounds[g + 1]``.
+    """
     import torch
 
-    h_t = block.float().t().contiguous()  # (hidden, rows)
-    dev = h_t.device
-    partial, picked = [], np.empty(len(r), dtype=np.float64)
-    with _fp32_matmul(dev, bf16_exact=weight.dtype == torch.bfloat16):
-        for v0 in range(0, weight.shape[0], _VOCAB_CHUNK):
-            logits = torch.mm(weight[v0:v0 + _VOCAB_CHUNK].float(), h_t)  # (slice, rows) fp32
-            partial.append(torch.logsumexp(logits, dim=0))
-            here = np.nonzero((t >= v0) & (t < v0 + logits.shape[0]))[0]
-            if len(here):
-                idx_t = torch.as_tensor(t[here] - v0, device=dev)
-                idx_r = torch.as_tensor(r[here], device=dev)
-                picked[here] = logits[idx_t, idx_r].double().cpu().numpy()
-    lse = torch.logsumexp(torch.stack(partial), dim=0).double().cpu().numpy()
-    return picked - lse[r]
+    n_blocks = -(-n_rows // HEAD_ROWS)
+    group = (tokens // chunk) * n_blocks + rows // HEAD_ROWS
+    order = np.argsort(group, kind="stable")
+    n_groups = (int(tokens.max()) // chunk + 1) * n_blocks if len(tokens) else 0
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    index = np.stack([order, tokens[order] % chunk, rows[order] % HEAD_ROWS, rows])
+    return torch.from_numpy(index).to(device), bounds
+
+
+def _head_fp32(weight: Any, hidden: Any, rows: np.ndarray, tokens: np.ndarray):
+    """(scored logits, log-normaliser of each pair's row): fp32 tensors on the device.
+
+    The logits are ``hidden @ weight^T`` in fp32, a slice of the vocabulary at a time: each slice is
+    upcast once per call, then multiplied with every block of ``HEAD_ROWS`` hidden rows, and its
+    logits become a partial logsumexp while still in cache (the partials combine exactly).
+    The math is set for the block by :func:`_head_math`: exact products, fp32 sums.
+    """
+    import torch
+
+    device = hidden.device
+    n, vocab = hidden.shape[0], weight.shape[0]
+    chunk = _vocab_chunk(device)
+    n_slices, n_blocks = -(-vocab // chunk), -(-n // HEAD_ROWS)
+    index, bounds = _grouped_pairs(rows, tokens, n, chunk, device)
+    states = hidden.float()  # bf16 values when the model computes in bf16
+    partial = torch.empty((n_slices, n), dtype=torch.float32, device=device)
+    picked = torch.empty(len(rows), dtype=torch.float32, device=device)
+    upcast = weight.dtype != torch.float32
+    buffer = torch.empty((min(chunk, vocab), weight.shape[1]), dtype=torch.float32, device=device) if upcast else None
+    with _head_math(device, weight.dtype, hidden.dtype):
+        for s in range(n_slices):
+            v0, v1 = s * chunk, min(vocab, (s + 1) * chunk)
+            w = buffer[: v1 - v0].copy_(weight[v0:v1]) if upcast else weight[v0:v1]
+            for b in range(n_blocks):
+                start = b * HEAD_ROWS
+                logits = torch.mm(states[start:start + HEAD_ROWS], w.t())  # (block rows, slice) fp32
+                partial[s, start:start + logits.shape[0]] = torch.logsumexp(logits, dim=1)
+                g = s * n_blocks + b
+                if g + 1 < len(bounds) and bounds[g + 1] > bounds[g]:
+                    lo, hi = int(bounds[g]), int(bounds[g + 1])
+                    picked[index[0, lo:hi]] = logits[index[2, lo:hi], index[1, lo:hi]]
+    return picked, torch.logsumexp(partial, dim=0)[index[3]]
+
+
+def _head_module(head: Any, hidden: Any, rows: np.ndarray, tokens: np.ndarray):
+    """:func:`_head_fp32` for a head that is not a plain ``nn.Linear``: the module itself, logits upcast."""
+    import torch
+
+    device = hidden.device
+    n = hidden.shape[0]
+    index, bounds = _grouped_pairs(rows, tokens, n, 1 << 62, device)  # one "slice": the whole vocabulary
+    lse = torch.empty(n, dtype=torch.float32, device=device)
+    picked = torch.empty(len(rows), dtype=torch.float32, device=device)
+    for b, start in enumerate(range(0, n, HEAD_ROWS)):
+        logits = head(hidden[start:start + HEAD_ROWS]).float()  # (block rows, vocabulary)
+        lse[start:start + logits.shape[0]] = torch.logsumexp(logits, dim=-1)
+        if b + 1 < len(bounds) and bounds[b + 1] > bounds[b]:
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            picked[index[0, lo:hi]] = logits[index[2, lo:hi], index[1, lo:hi]]
+    return picked, lse[index[3]]
+
+
+def _head_math(device: Any, weight_dtype: Any, hidden_dtype: Any):
+    """The precision of the head's fp32 GEMMs (see "Scores in fp32" in the module docstring): exact
+    products whenever both operands hold 16-bit values, true fp32 otherwise, whatever the process set."""
+    import torch
+
+    from icl_audio.precision import fp32_precision
+
+    half = (torch.bfloat16, torch.float16)
+    if device.type == "cuda":
+        return fp32_precision(cuda_matmul="tf32" if weight_dtype in half and hidden_dtype in half else "ieee")
+    if device.type == "cpu":
+        bf16 = weight_dtype == torch.bfloat16 and hidden_dtype == torch.bfloat16
+        return fp32_precision(cpu_matmul="bf16" if bf16 else "ieee")
+    return fp32_precision()
 
 
 # --------------------------------------------------------------------------------------------
-# the fast paths, verified once per model
+# the fast paths, proven once per model
 
-_VERIFIED: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_PATH_MEMO = "_icl_audio_scoring_path"  # the proof's verdict, kept on the model (dropped with it)
 
 
 def _probe_plan(hf: Any) -> Plan:
-    # A few tokens through every mechanism: two passes (max_batch_tokens=3), shared trie prefixes,
-    # scored first tokens, and positions beyond the prompt.
+    # A few tokens through every mechanism: two trie passes against the prompt's cache
+    # (max_batch_tokens=2), shared trie prefixes,
+    # scored first tokens, positions beyond the prompt, and a hidden token in the prompt (its
+    # position kept, so the prompt's positions jump).
     vocab = hf.get_input_embeddings().weight.shape[0]
-    ids = [int(x) for x in np.random.default_rng(0).integers(0, min(vocab, 1000), size=12)]
+    ids = [int(x) for x in np.random.default_rng(0).integers(1, min(vocab, 1000), size=12)]
+    prefix = ids[:6]
+    prefix[2] = 0
     conts = [Target(tuple(ids[6:9])), Target(tuple(ids[6:8]) + (ids[9],)), Target(tuple(ids[10:12]), 1)]
-    return make_plan(ids[:6], conts, max_batch_tokens=3)
+    return make_plan(prefix, conts, max_batch_tokens=2, hidden_ids=[0])
 
 
 def verified_path(model: Any) -> str:
     """The fastest path that reproduces the plain one on this model ("pruned", "cached" or "plain").
 
-    Checked once per model object on a probe of a few tokens: final hidden states at the head rows
-    must agree with the plain path (relative error 1e-4 in fp32, 3e-2 in bf16/fp16). A path that fails
-    or raises is skipped with one warning line naming the reason. The first call also runs the fp32
-    head once, so that scoring's one-time state exists from then on.
+    Proven once per model object (:func:`icl_audio.hf_compat.proven_once`) on a probe of a few
+    tokens: final hidden states at the head rows must agree with the plain path (relative error 1e-4
+    in fp32, 3e-2 in bf16/fp16). A path that fails or raises is skipped with one warning line naming
+    the reason (:func:`icl_audio.hf_compat.warn_fallback`). The proof also runs the fp32 head once,
+    so that scoring's one-time state exists from then on.
     """
+    from icl_audio.hf_compat import proven_once
+
+    return proven_once(_hf_model(model), _PATH_MEMO, _prove_paths)
+
+
+def _prove_paths(hf: Any) -> str:
     import torch
 
-    hf = _hf_model(model)
-    path = _VERIFIED.get(hf)
-    if path is not None:
-        return path
+    from icl_audio.hf_compat import warn_fallback
+
     plan = _probe_plan(hf)
     tol = 1e-4 if hf.get_input_embeddings().weight.dtype == torch.float32 else 3e-2
     with torch.inference_mode():
-        ref = Executor(hf, "plain").hidden_rows(plan).float()
+        plain = Executor(hf, "plain").hidden_rows(plan)
+        ref = plain.float()
         chosen = "plain"
         candidates = ["cached"]
         if compat.prunable(hf.get_decoder().layers[-1]):
@@ -441,21 +518,18 @@ def verified_path(model: Any) -> str:
         for name in candidates:
             try:
                 got = Executor(hf, name).hidden_rows(plan).float()
-                err = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
-                if got.shape == ref.shape and err <= tol:
-                    chosen = name
-                    break
-                why = f"differs from the plain path (relative error {err:.2e})"
+                err = float((got - ref).norm() / ref.norm().clamp_min(1e-30)) if got.shape == ref.shape else float("inf")
+                if not err <= tol:  # also catches NaN
+                    raise ValueError(f"differs from the plain path (relative error {err:.2e})")
+                chosen = name
+                break
             except Exception as exc:  # a moved internal: fall back, never a wrong score
-                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("icl-audio: the %s scoring path is unavailable with transformers on this model (%s); "
-                        "using a slower exact path", name, why)
+                warn_fallback(f"the {name} scoring path", exc, "using a slower exact path")
         # The head once, on one row: its first call sets up state that lives as long as the process
         # (oneDNN's scratchpad for the vocabulary-slice matmuls: ~46 MB with the debug model). Made
         # here, before any clip is encoded, the peak memory of a job does not depend on whether the
         # codec runs before or after the first score (see icl_audio.memory).
-        token_logprobs(hf, ref[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
-    _VERIFIED[hf] = chosen
+        token_logprobs(hf, plain[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
     return chosen
 
 

@@ -1,11 +1,13 @@
 """The process's CPU memory: how glibc's malloc keeps and returns freed memory.
 
-Two settings, both no-ops outside Linux/glibc and with ``ICL_AUDIO_MALLOC=system``:
+Process-wide settings, so library code never makes them on its own: the CLI opts in (API users may
+too) by calling :func:`keep_freed_memory` once at start-up. Both are no-ops outside Linux/glibc and
+with ``ICL_AUDIO_MALLOC=system``:
 
-* :func:`keep_freed_memory` (once, at start-up): freed blocks stay with the process, so the many
-  large tensors of a forward pass are reused instead of page-faulted in again every pass.
-* :func:`release_freed_memory` (at a change of stage): what the scorer kept is handed back before
-  the codec encodes the next chunk. The codec (in its own worker threads, each with its own malloc
+* :func:`keep_freed_memory` (the opt-in): freed blocks stay with the process, so the many large
+  tensors of a forward pass are reused instead of page-faulted in again every pass.
+* :func:`release_freed_memory` (at a change of stage, only once opted in): what the scorer kept is
+  handed back before the codec encodes the next chunk. The codec (in its own worker threads, each with its own malloc
   arena, kept for the codec's lifetime) and the scorer (in the calling thread) take turns on every
   chunk of inputs, and memory kept by one cannot be reused by the other. The codec's workers keep
   theirs (they reuse it chunk after chunk; releasing it too made the peak vary by ~50 MB between
@@ -21,6 +23,8 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+
+_kept = False  # keep_freed_memory took effect: this process opted in to the allocator settings
 
 
 def _libc():
@@ -45,9 +49,11 @@ def keep_freed_memory() -> bool:
     working set in again: measured at the Llasa-1B shape, 240,000-320,000 page faults and 0.6-0.8 s
     of kernel time per 1,300-token forward (about 10% of it), for the codec too. With large blocks
     kept on the heap there are none. Memory is handed back at changes of stage
-    (:func:`release_freed_memory`), so the peak is that of the largest stage. Called by the CLI; API
-    users may call it once at start-up. Returns whether the setting took effect.
+    (:func:`release_freed_memory`, which does nothing without this opt-in), so the peak is that of
+    the largest stage. Called by the CLI; API users may call it once at start-up. Returns whether the
+    setting took effect.
     """
+    global _kept
     libc = _libc()
     if libc is None:
         return False
@@ -64,15 +70,23 @@ def keep_freed_memory() -> bool:
     # peak varied by ~60 MB from one chunk of clips to the next (13 MB with it). Untouched pad pages
     # are address space, not memory.
     pad_ok = libc.mallopt(_M_TOP_PAD, 64 * 1024 * 1024) == 1
-    return mmap_ok and trim_ok and pad_ok
+    _kept = mmap_ok and trim_ok and pad_ok
+    return _kept
+
+
+def allocator_tuned() -> bool:
+    """Whether this process opted in with :func:`keep_freed_memory` (and the setting took effect)."""
+    return _kept
 
 
 def release_freed_memory() -> bool:
-    """Hand memory that malloc holds free (in every thread's arena) back to the OS: ``malloc_trim(0)``.
+    """Hand memory that malloc holds free (in every thread's arena) back to the OS: ``malloc_trim(0)``,
+    once the process opted in with :func:`keep_freed_memory` (otherwise nothing: glibc's own
+    thresholds hand memory back, and the process's allocator is the caller's business).
 
     Called by :func:`icl_audio.encoding.stream_codes` before each chunk's encoding, where the codec
     takes its turn after the scorer. Costs a few milliseconds, and the scorer page-faults its working
     set in once per chunk (not once per pass). Returns whether anything was released.
     """
-    libc = _libc()
+    libc = _libc() if _kept else None
     return bool(libc.malloc_trim(0)) if libc is not None else False

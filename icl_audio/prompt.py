@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icl_audio.constants import LLASA_CONTEXT
 from icl_audio.engine import Target
 from icl_audio.errors import ICLAudioError
 from icl_audio.prompt_budget import MIN_DEMO_TOKENS, QUERY_SHARE, BudgetPlan, crop_centre, plan_budget
@@ -277,7 +278,7 @@ class PromptBuilder:
     # -- builds
 
     def build(self, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str], *,
-              mode: str = "direct", max_context: int = 2048, content_free: bool = False) -> Prompt:
+              mode: str = "direct", max_context: int = LLASA_CONTEXT, content_free: bool = False) -> Prompt:
         """Build the prompt for one query.
 
         ``demos``: most similar first (they are placed in reverse, so the most similar sits right
@@ -304,7 +305,7 @@ class PromptBuilder:
                       cropped=bool(cropped), query_tokens=len(q_ids) and len(q), hidden_ids=self.hidden_ids)
 
     def build_episode(self, demos: Sequence[Demo], queries: Sequence[np.ndarray], labels: Sequence[str], *,
-                      mode: str = "direct", max_context: int = 2048) -> EpisodePrompt:
+                      mode: str = "direct", max_context: int = LLASA_CONTEXT) -> EpisodePrompt:
         """Build every query's prompt of an N-way K-shot episode after one shared demonstration prefix.
 
         ``demos``: the episode's support clips IN PROMPT ORDER (the first is placed first; an episode
@@ -345,7 +346,7 @@ class PromptBuilder:
 
 
 def build_prompt(lm: Any, demos: Sequence[Demo], query_codes: np.ndarray, labels: Sequence[str], *,
-                 template: Template | str = DEFAULT_TEMPLATE, mode: str = "direct", max_context: int = 2048,
+                 template: Template | str = DEFAULT_TEMPLATE, mode: str = "direct", max_context: int = LLASA_CONTEXT,
                  content_free: bool = False) -> Prompt:
     """One-off :meth:`PromptBuilder.build` (the Scorer keeps a builder to reuse tokenisation)."""
     return PromptBuilder(lm, template).build(demos, query_codes, labels, mode=mode, max_context=max_context,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from icl_audio.constants import SCORING_MODES as MODES  # noqa: F401 (re-exported)
 from icl_audio.errors import ICLAudioError
 from icl_audio.families.llasa import TEMPLATE as LLASA_TEMPLATE
 
-MODES = ("direct", "channel")
 DEFAULT_TEMPLATE = LLASA_TEMPLATE  # the default model family's (icl_audio.families.llasa)
 TEMPLATE_ALIASES = {"default": DEFAULT_TEMPLATE}  # the 0.1 name of the default template
 # Added to Llasa's vocabulary but absent from every training sequence: untrained embeddings and output rows.

@@ -27,12 +27,12 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icl_audio.constants import QUANT_MODES  # re-exported
 from icl_audio.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
 
-QUANT_MODES = ("int8", "nf4")
 # bitsandbytes 0.50's documented minimum compute capability per feature.
 MIN_CAPABILITY = {"int8": (7, 5), "nf4": (6, 0)}
 INSTALL_HINT = 'pip install "icl-audio[int8]"'

@@ -9,6 +9,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from icl_audio.llm import LanguageModel
+    from icl_audio.support import SupportSet
 
 
 @dataclass(frozen=True)
@@ -19,38 +20,66 @@ class Neighbor:
     similarity: float
 
 
-def clip_embeddings(lm: "LanguageModel", codes: Sequence[np.ndarray], batch_tokens: int = 1 << 20) -> np.ndarray:
+# Token ids gathered at once. The gathered rows are upcast to fp32 a block at a time, so embedding
+# holds at most this many rows in the model's dtype and in fp32 whatever the number of clips:
+# 4,096 x 2,048 at Llasa's width is 16 MB in bf16 and 32 MB in fp32 (a whole ESC-50 set at once
+# would be ~2 GB and ~4 GB).
+EMBED_BLOCK_TOKENS = 4096
+
+
+def clip_embeddings(lm: "LanguageModel", codes: Sequence[np.ndarray], block_tokens: int = EMBED_BLOCK_TOKENS) -> np.ndarray:
     """Embed clips as the L2-normalised mean of the LLM's input embeddings of their speech tokens.
 
-    ``codes``: one 1-D integer array of codec codes per clip. Returns float32 ``(len(codes), dim)``.
-    The embedding table is the one the LLM reads the demonstrations with, so "similar" here
-    means similar to the model; it costs a gather and a mean, no forward pass.
+    ``codes``: one non-empty 1-D integer array of codec codes per clip. Returns float32
+    ``(len(codes), dim)``. The embedding table is the one the LLM reads the demonstrations with, so
+    "similar" here means similar to the model; it costs a gather and a mean, no forward pass.
+
+    Streamed: the clips' token ids are cut into blocks of at most ``block_tokens`` (a long clip
+    spans several), each block's rows are gathered on the model's device, upcast to fp32 and summed
+    per clip into fp32 sums on the host. Memory beyond the result is fixed, whatever the number of
+    clips; the result equals one gather of everything within fp32 rounding of the sums (~1e-7).
     """
     import torch
 
+    if block_tokens < 1:
+        raise ValueError(f"block_tokens must be >= 1, got {block_tokens}")
     table = lm.model.get_input_embeddings().weight
-    dim = table.shape[1]
-    out = np.zeros((len(codes), dim), dtype=np.float32)
+    sums = torch.zeros((len(codes), table.shape[1]), dtype=torch.float32)
+    lengths = torch.zeros(len(codes), dtype=torch.float64)
     with torch.inference_mode():
+        for clip_of_row, ids in _token_blocks(lm, codes, block_tokens):
+            first = int(clip_of_row[0])
+            rows = torch.from_numpy(clip_of_row - first)
+            # Per clip of this block, on the device: the gathered fp32 rows never leave it.
+            block_sums = torch.zeros((int(rows[-1]) + 1, table.shape[1]), dtype=torch.float32, device=table.device)
+            block_sums.index_add_(0, rows.to(table.device), table[torch.from_numpy(ids).to(table.device)].float())
+            sums[first:first + block_sums.shape[0]] += block_sums.cpu()
+            lengths[first:first + block_sums.shape[0]] += torch.bincount(rows, minlength=block_sums.shape[0]).double()
+        means = sums / lengths.float()[:, None]
+        return torch.nn.functional.normalize(means, dim=1).numpy()
+
+
+def _token_blocks(lm: "LanguageModel", codes: Sequence[np.ndarray], block_tokens: int):
+    """``(clip index of each token, token ids)`` over all clips in order, at most ``block_tokens`` per block."""
+    clip_of_row: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    filled = 0
+    for i, clip in enumerate(codes):
+        clip_ids = lm.layout.to_ids(np.asarray(clip))
+        if clip_ids.size == 0:
+            raise ValueError("cannot embed a clip with no codes")
         start = 0
-        while start < len(codes):
-            # Group clips so one gather stays within `batch_tokens` ids.
-            stop, total = start, 0
-            while stop < len(codes) and (stop == start or total + len(codes[stop]) <= batch_tokens):
-                total += len(codes[stop])
-                stop += 1
-            chunk = codes[start:stop]
-            lengths = torch.tensor([len(c) for c in chunk], dtype=torch.long)
-            if int(lengths.min()) == 0:
-                raise ValueError("cannot embed a clip with no codes")
-            ids = torch.from_numpy(np.concatenate([lm.layout.to_ids(np.asarray(c)) for c in chunk]).astype(np.int64))
-            vectors = table[ids.to(table.device)].float().cpu()
-            segment = torch.repeat_interleave(torch.arange(len(chunk)), lengths)
-            sums = torch.zeros(len(chunk), dim).index_add_(0, segment, vectors)
-            means = sums / lengths[:, None]
-            out[start:stop] = torch.nn.functional.normalize(means, dim=1).numpy()
-            start = stop
-    return out
+        while start < clip_ids.size:
+            take = min(block_tokens - filled, clip_ids.size - start)
+            ids.append(clip_ids[start:start + take])
+            clip_of_row.append(np.full(take, i, dtype=np.int64))
+            filled += take
+            start += take
+            if filled == block_tokens:
+                yield np.concatenate(clip_of_row), np.concatenate(ids)
+                clip_of_row, ids, filled = [], [], 0
+    if filled:
+        yield np.concatenate(clip_of_row), np.concatenate(ids)
 
 
 class Index:
@@ -107,6 +136,24 @@ class Index:
 
 # --------------------------------------------------------------------------------------------
 # demonstration selection
+
+
+def retrieve(support: "SupportSet", query_embeddings: np.ndarray, k: int, *,
+             balanced_labels: Sequence[str] | None = None) -> list[list[Neighbor]]:
+    """The ``k`` nearest clips of ``support`` to each query, most similar first: the one retrieval
+    path of the classifier and the bench.
+
+    ``support``: a :class:`~icl_audio.support.SupportSet` (its ``index`` and ``labels``).
+    ``query_embeddings``: ``(n, dim)`` or ``(dim,)`` from :func:`clip_embeddings`. With
+    ``balanced_labels``, the nearest clips of each of those labels are taken in turn
+    (:func:`select_balanced`), so every candidate appears among the demonstrations when k allows.
+    """
+    if not balanced_labels:
+        return support.index.search(query_embeddings, k)
+    rows = support.index.search(query_embeddings, len(support))
+    return [[row[i] for i in select_balanced([support.labels[n.index] for n in row], balanced_labels, k)]
+            for row in rows]
+
 
 
 def select_balanced(neighbour_labels: Sequence[str | Sequence[str]], labels: Sequence[str], k: int) -> list[int]:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icl_audio.constants import LLASA_CONTEXT, NORMALIZE  # NORMALIZE re-exported
 from icl_audio.engine import Target, loglikelihood, loglikelihood_naive, make_plan, verified_path
 from icl_audio.errors import ICLAudioError, SupportSetError
 from icl_audio.prompt import DEFAULT_TEMPLATE, MODES, Demo, PromptBuilder
@@ -26,7 +27,6 @@ __all__ = [
     "decide", "make_plan",
 ]
 
-NORMALIZE = ("sum", "mean")
 _CALIBRATION_CACHE = 128  # content-free priors kept per Scorer (one per demonstration set)
 
 
@@ -54,7 +54,7 @@ class ScoringOptions:
     mode: str = "direct"
     normalize: str = "sum"
     calibrate: bool = False
-    max_context: int = 2048
+    max_context: int = LLASA_CONTEXT
     template: str = DEFAULT_TEMPLATE
     mask_eot: bool | None = None
     multi_label: bool = False

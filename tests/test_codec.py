@@ -226,7 +226,7 @@ def test_fast_path_mismatch_falls_back(monkeypatch):
 def test_fingerprint_includes_device_type(debug_codec):
     from icl_audio.codec import _fingerprint
 
-    base = dict(model_id="debug", revision="r", precision="bf16", max_seconds=30.0, crop="center")
+    base = dict(model_id="debug", revision="r", precision="bf16", max_seconds=30.0)
     assert _fingerprint(device_type="cpu", **base) != _fingerprint(device_type="cuda", **base)
     on_cuda = Codec(debug_codec.model, model_id="debug", revision=debug_codec.revision, device=torch.device("cuda"))
     assert on_cuda.fingerprint != debug_codec.fingerprint  # no tensor touched: the device is only named
@@ -315,17 +315,12 @@ def test_bad_options():
 def test_long_clip_is_cropped_with_warning(debug_codec):
     short = Codec(debug_codec.model, model_id="debug", revision=debug_codec.revision, device=debug_codec.device,
                   max_seconds=1.0)
-    assert short.fingerprint != debug_codec.fingerprint  # the crop policy changes codes
+    assert short.fingerprint != debug_codec.fingerprint  # the bound changes codes
     clip = np.concatenate([noise(0.5, 1), tone(880, 1.0), noise(0.5, 2)])
-    with pytest.warns(UserWarning, match="longer than 1 s"):
+    with pytest.warns(UserWarning, match="longer than 1 s: encoding only the first 1 s"):
         (codes,) = short.encode([clip])
     assert codes.shape == (50,)
-    np.testing.assert_array_equal(codes, debug_codec.encode([clip[8000:24000]])[0])
-    head = Codec(debug_codec.model, model_id="debug", revision=debug_codec.revision, device=debug_codec.device,
-                 max_seconds=1.0, crop="head")
-    with pytest.warns(UserWarning, match="first 1 s"):
-        (codes,) = head.encode([clip])
-    np.testing.assert_array_equal(codes, debug_codec.encode([clip[:16000]])[0])
+    np.testing.assert_array_equal(codes, debug_codec.encode([clip[:16000]])[0])  # the head, as load_audio keeps
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         short.encode([clip[:16000]])  # exactly at the bound: no warning

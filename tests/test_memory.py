@@ -124,8 +124,8 @@ def test_codec_keeps_its_worker_threads_across_calls(debug_codec, monkeypatch):
     assert len(seen) >= 24 + 1
     assert threading.get_ident() not in seen
     assert len(set(seen[:-1])) <= 2  # the same two workers for every multi-clip call
-    again = debug_codec._executor("icl-codec", 2)
-    assert again is debug_codec._executor("icl-codec", 2)
+    again = debug_codec._executor("icl-codec", 2, 1)
+    assert again is debug_codec._executor("icl-codec", 2, 1)
 
 
 def test_scorer_prepare_runs_the_head_once_before_any_score(debug_lm, monkeypatch):
@@ -135,7 +135,7 @@ def test_scorer_prepare_runs_the_head_once_before_any_score(debug_lm, monkeypatc
     calls: list[int] = []
     original = engine.token_logprobs
     monkeypatch.setattr(engine, "token_logprobs", lambda *a, **k: calls.append(1) or original(*a, **k))
-    monkeypatch.setattr(engine, "_VERIFIED", type(engine._VERIFIED)())  # as if this model were new
+    monkeypatch.delitem(debug_lm.model.__dict__, engine._PATH_MEMO, raising=False)  # as if this model were new
     scorer = Scorer(debug_lm, ScoringOptions())
     assert scorer.prepare() is scorer and len(calls) == 1
     scorer.prepare()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +12,11 @@ import numpy as np
 
 from icl_audio.constants import HOP, SAMPLE_RATE
 
+log = logging.getLogger("icl_audio.bench")
+
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)  # progress: the CLI shows the bench logger's INFO lines on stderr
 
 
 def speech_like_clip(seed: int, seconds: float) -> np.ndarray:
@@ -224,7 +226,6 @@ def _fp32_gemm_gflops(size: int = 2048, reps: int = 4) -> float:
 def _gflop_per_clip(model, extractor, codec, clip: np.ndarray) -> tuple[float, float]:
     """Floating-point operations (matmuls, convolutions, attention; GFLOP) of the plain path and of
     ours on one clip, counted by torch's FlopCounterMode (both branches on this thread)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as plain:

@@ -7,25 +7,25 @@ from pathlib import Path
 from typing import Sequence
 
 from icl_audio.bench.clap import DEFAULT_CLAP
-from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM
+from icl_audio.constants import (
+    BENCH_METHODS as METHODS,
+    DEFAULT_BENCH_METHODS as DEFAULT_METHODS,  # every method but CLAP (another model, another download)
+    DEFAULT_CODEC,
+    DEFAULT_EPISODE_METHODS,  # the episode protocol's (N-way K-shot); clap-zero-shot only when asked
+    DEFAULT_LLM,
+    EPISODE_METHODS,
+    SCORING_MODES as MODES,
+)
 from icl_audio.errors import ICLAudioError
 
-METHODS = ("icl", "knn", "linear-probe", "clap-zero-shot", "majority", "random-label", "icl-random-demos")
-#: What runs without --methods: every method but CLAP (another model, another download).
-DEFAULT_METHODS = ("icl", "knn", "linear-probe", "majority", "random-label", "icl-random-demos")
 #: Always run: the trained-probe reference on the same representation belongs in every report.
 ALWAYS_METHODS = ("linear-probe",)
 UNIT_METHODS = ("linear-probe", "clap-zero-shot", "majority", "random-label")  # one run per unit, no k, no mode
 ICL_METHODS = ("icl", "icl-random-demos")
 RETRIEVAL_METHODS = ("icl", "knn")  # the methods that read the retrieved neighbours
 RANDOM_METHODS = ("random-label", "icl-random-demos")
-MODES = ("direct", "channel")
 DEFAULT_KS = (0, 1, 4, 8)
 
-#: Methods of the episode protocol (N-way K-shot): icl on the episode's demonstrations, and the
-#: few-shot baselines on the same episodes; clap-zero-shot only when asked.
-EPISODE_METHODS = ("icl", "prototype", "nearest", "random-label", "clap-zero-shot")
-DEFAULT_EPISODE_METHODS = ("icl", "prototype", "nearest", "random-label")
 #: Protocols: the fold protocol's units (folds, splits), or MetaAudio's ESC-50 episodes.
 PROTOCOLS = ("folds", "splits", "metaaudio")
 #: Generic sources (the user's own labelled data), read as `support build --folder/--csv` reads them.

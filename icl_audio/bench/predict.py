@@ -99,7 +99,7 @@ class _Engine:
         """Compute this rank's missing predictions of ``unit``, appending each line as it is made."""
         from icl_audio import support as store
         from icl_audio.encoding import stream_codes
-        from icl_audio.retrieval import Neighbor, clip_embeddings
+        from icl_audio.retrieval import Neighbor, clip_embeddings, retrieve
 
         positions = unit.pending(self.dist)
         if not positions:
@@ -127,7 +127,7 @@ class _Engine:
         embeddings = clip_embeddings(lm, [codes[p] for p in ok]) if ok else np.zeros((0, support.embeddings.shape[1]), np.float32)
         row_of = {p: i for i, p in enumerate(ok)}
         kmax = max([r.k for r in unit.runs if r.method in RETRIEVAL_METHODS and r.k] or [0])
-        neighbours = support.index.search(embeddings, kmax) if kmax > 0 and ok else [[] for _ in ok]
+        neighbours = retrieve(support, embeddings, kmax) if kmax > 0 and ok else [[] for _ in ok]
         clap = self._clap_rankings(unit, positions, candidates, progress_factory, support.multi_label)
 
         work = sum(len(unit.missing(p)) for p in positions)

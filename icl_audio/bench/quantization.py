@@ -17,6 +17,7 @@ timings with the engine's overhead ratio, ``icl-audio bench speed --quant int8|n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import resource
@@ -106,7 +107,7 @@ def run_quant_bench(*, labels: int = 50, k: int = 4, reps: int = 2, modes=MODES,
     whether the best label is the same). ``model_kwargs``: another shape (tests use a tiny one)."""
     from icl_audio.models import load_random_lm
 
-    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = log or logging.getLogger("icl_audio.bench").info  # progress: INFO lines of the bench logger
     # Built (and its tokenizer proven) once here, so no child pays for it inside its figures.
     say("preparing the random model (built once into the cache) ...")
     load_random_lm(dtype="bfloat16", **(model_kwargs or {}))
@@ -161,9 +162,10 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import logging
-
     logging.getLogger("icl_audio").setLevel(logging.ERROR)  # the random-weights note: known here
+    progress = logging.getLogger("icl_audio.bench")
+    progress.addHandler(logging.StreamHandler(sys.stderr))
+    progress.setLevel(logging.INFO)
     if args.child:
         spec: dict[str, Any] = json.loads(args.child)
         print(json.dumps(measure_mode(spec["mode"], labels=spec["labels"], k=spec["k"], reps=spec["reps"],

@@ -8,14 +8,17 @@ The floor is what any exact scorer must compute, done the plainest way:
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from icl_audio.constants import LLASA_CONTEXT
+log = logging.getLogger("icl_audio.bench")
 
 # The 50 ESC-50 classes, written with spaces as a support set would name them.
 ESC50_LABELS = (
@@ -48,7 +51,7 @@ def _prompt(lm: Any, labels: list[str], k: int, mode: str = "direct", seed: int 
     demos = [Demo(rng.integers(0, n_codes, CLIP_TOKENS), labels[i % len(labels)]) for i in range(k)]
     query = rng.integers(0, n_codes, CLIP_TOKENS)
     # <|eot_id|> attended to: the floor and the engine then feed exactly the same tokens.
-    return PromptBuilder(lm, "llasa", mask_eot=False).build(demos, query, labels, mode=mode, max_context=2048)
+    return PromptBuilder(lm, "llasa", mask_eot=False).build(demos, query, labels, mode=mode, max_context=LLASA_CONTEXT)
 
 
 def _channel_floor(lm: Any, prefix: list[int], targets: list) -> None:
@@ -80,7 +83,7 @@ def _timed(fn) -> float:
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)  # progress: the CLI shows the bench logger's INFO lines on stderr
 
 
 def _flops_ratio(config: Any, n_prompt: int, n_trie: int, n_rows: int) -> float:
@@ -153,7 +156,7 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
     loglikelihood(lm, prefix[:128], targets[:2])
     path = verified_path(lm)
 
-    def forward_once(decoder=decoder, head=head):
+    def forward_once(decoder=decoder, head=head, lm=lm):
         if mode == "channel":
             return _channel_floor(lm, prefix, targets)
         # The fastest plain way to get next-token logits over the prompt: decoder, then the head on

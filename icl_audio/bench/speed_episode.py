@@ -9,19 +9,23 @@ a 5 s clip), cropped into the 2,048-token context once, as the episode bench bui
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
-import sys
 import time
 
 import numpy as np
 
 from icl_audio.bench.speed import CLIP_TOKENS, ESC50_LABELS
+from icl_audio.constants import LLASA_CONTEXT
+
+
+log = logging.getLogger("icl_audio.bench")
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)  # progress: the CLI shows the bench logger's INFO lines on stderr
 
 
 def _episode(lm, way: int, shot: int, queries: int, mode: str, seed: int = 0):
@@ -33,7 +37,7 @@ def _episode(lm, way: int, shot: int, queries: int, mode: str, seed: int = 0):
     order = rng.permutation(way * shot)
     demos = [Demo(rng.integers(0, n_codes, CLIP_TOKENS), labels[i % way]) for i in order]
     query_codes = [rng.integers(0, n_codes, CLIP_TOKENS) for _ in range(way * queries)]
-    return PromptBuilder(lm, "llasa").build_episode(demos, query_codes, sorted(labels), mode=mode, max_context=2048)
+    return PromptBuilder(lm, "llasa").build_episode(demos, query_codes, sorted(labels), mode=mode, max_context=LLASA_CONTEXT)
 
 
 EXACT_MODEL = dict(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2, intermediate_size=1024, head_dim=32,

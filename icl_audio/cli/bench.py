@@ -10,7 +10,29 @@ import typer
 from typer.core import TyperGroup
 
 from icl_audio.cli import bench_app
-from icl_audio.recipes import ARCH_DATASETS, RECIPES, get_recipe  # stdlib only: `icl-audio --help` stays fast
+from icl_audio.constants import (  # stdlib only: `icl-audio --help` stays fast
+    BENCH_METHODS,
+    DEFAULT_BENCH_METHODS,
+    DEFAULT_CODEC,
+    DEFAULT_EPISODE_METHODS,
+    DEFAULT_LLM,
+    SCORING_MODES,
+)
+from icl_audio.recipes import ARCH_DATASETS, RECIPES, get_recipe  # stdlib only too
+
+
+def _progress_to_stderr() -> None:
+    """Show the bench modules' progress (INFO lines of the ``icl_audio.bench`` logger) on stderr."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("icl_audio.bench")
+    if not any(getattr(h, "_icl_audio_progress", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._icl_audio_progress = True
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 @bench_app.command("speed")
@@ -30,10 +52,11 @@ def speed(
     """Scorer speed at the real Llasa-1B shape (random weights): the engine against the arithmetic floor and naive."""
     from icl_audio.errors import ICLAudioError
 
-    if mode not in ("direct", "channel"):
+    if mode not in SCORING_MODES:
         raise ICLAudioError(f"unknown mode {mode!r}: use direct or channel")
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
+    _progress_to_stderr()
     if episode:
         if way < 2 or shot < 1 or queries < 1:
             raise ICLAudioError("--way must be >= 2, --shot and --queries >= 1")
@@ -63,6 +86,7 @@ def codec(
     """Codec speed at the real XCodec2 shape (random weights): plain transformers path vs ours."""
     from icl_audio.bench.codec import run_codec_bench
 
+    _progress_to_stderr()
     result = run_codec_bench(clips=clips, seconds=seconds)
     if as_json:
         print(json.dumps(result))
@@ -72,13 +96,40 @@ def codec(
         print_mapping("codec speed", result)
 
 
+@bench_app.command("memory")
+def memory(
+    clips: str = typer.Option("10", "--clips", metavar="N[,N...]", help="Support-set sizes to compare, each in its own process."),
+    seconds: float = typer.Option(5.0, "--seconds", help="Length of each synthetic clip."),
+    labels: int = typer.Option(10, "--labels", help="Candidate labels scored per query."),
+    k: int = typer.Option(4, "--k", help="Demonstrations per prompt."),
+    model: str = typer.Option("random-llasa-1b", "--model", "-m", help="LLM: random-llasa-1b (random weights, real shape) or what --model takes elsewhere."),
+    codec: str = typer.Option("random-xcodec2", "--codec", "-c", help="Codec: random-xcodec2 (random weights, real shape) or what --codec takes elsewhere."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="Load the LLM quantised: int8 or nf4 (bitsandbytes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Peak memory of each stage (load, encode, embed, index, score) at the real shapes, per support-set size."""
+    from icl_audio.bench.memory import MemoryBenchConfig, format_table, run_memory_bench
+    from icl_audio.errors import ICLAudioError
+
+    from icl_audio.quant import quant_mode
+
+    quant = quant_mode(quant)  # an unknown mode is one line, before anything loads
+    try:
+        config = MemoryBenchConfig(clips=tuple(int(n) for n in clips.split(",")), seconds=seconds, labels=labels, k=k,
+                                   model=model, codec=codec, quant=quant)
+    except ValueError as exc:
+        raise ICLAudioError(f"bench memory: {exc}") from None
+    _progress_to_stderr()
+    result = run_memory_bench(config)
+    print(json.dumps(result) if as_json else format_table(result))
+
+
 # ---------------------------------------------------------------------------------------------
 # The ARCH benchmark: one command per dataset recipe, and `suite` for several at once.
 
-# Kept in step with icl_audio.bench.config (DEFAULT_METHODS, METHODS, DEFAULT_EPISODE_METHODS), which imports numpy (through bench.clap) and so is not imported here.
-ALL_METHODS = "icl,knn,linear-probe,majority,random-label,icl-random-demos"
-EPISODE_METHODS = "icl,prototype,nearest,random-label"
-OPTIONAL_METHODS = "clap-zero-shot"
+ALL_METHODS = ",".join(DEFAULT_BENCH_METHODS)
+EPISODE_METHODS = ",".join(DEFAULT_EPISODE_METHODS)
+OPTIONAL_METHODS = ",".join(sorted(set(BENCH_METHODS) - set(DEFAULT_BENCH_METHODS)))
 
 
 class _BenchGroup(TyperGroup):
@@ -158,8 +209,8 @@ def _common_options(default_out: str, clip_help: str) -> dict:
         methods=typer.Option(None, "--methods", help="Methods, comma-separated. Folds: " + ALL_METHODS.replace(",", ", ")
                              + f" (default), also {OPTIONAL_METHODS}; linear-probe always runs. Episodes: "
                              + EPISODE_METHODS.replace(",", ", ") + f" (default), also {OPTIONAL_METHODS}."),
-        model=typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
-        codec=typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec: hub id, local folder or debug."),
+        model=typer.Option(DEFAULT_LLM, "--model", "-m", help="LLM: hub id, llasa-1b, local folder or debug."),
+        codec=typer.Option(DEFAULT_CODEC, "--codec", "-c", help="Codec: hub id, local folder or debug."),
         out=typer.Option(None, "--out", help=f"Output folder (default {default_out})."),
         device=typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)."),
         seed=typer.Option(0, "--seed", help="Seeds the --limit subsample, the episodes, k-fold and the random baselines."),

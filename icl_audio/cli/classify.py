@@ -12,10 +12,7 @@ import typer
 
 from icl_audio.cli import app
 
-# Written out here so `--help` lists them without importing the library (tests check they match
-# icl_audio.prompt.MODES and icl_audio.scoring.NORMALIZE).
-MODES = ("direct", "channel")
-NORMALIZE = ("sum", "mean")
+from icl_audio.constants import LLASA_CONTEXT, NORMALIZE, SCORING_MODES as MODES  # noqa: F401 (stdlib only: --help stays fast)
 
 
 def _split_labels(text: str | None) -> list[str] | None:
@@ -97,7 +94,7 @@ def classify(
     balanced: bool = typer.Option(False, "--balanced", help="Class-balanced retrieval: the nearest clips of each candidate label in turn."),
     template: Optional[str] = typer.Option(None, "--template", metavar="NAME|FILE.toml", help="Prompt template: llasa, uniaudio (see prompts/) or a .toml path [default: llasa, Llasa's training format]."),
     mask_eot: Optional[bool] = typer.Option(None, "--mask-eot/--attend-eot", help="Hide <|eot_id|> from attention as Llasa's training did, or attend to it [default: the template's choice]."),
-    max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt (Llasa was trained on 2048)."),
+    max_context: int = typer.Option(LLASA_CONTEXT, "--max-context", metavar="TOKENS", help=f"Token budget of a prompt (Llasa was trained on {LLASA_CONTEXT})."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run (auto: the GPU if there is one)."),
     quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help=QUANT_HELP),
     int8: bool = typer.Option(False, "--int8", help=INT8_HELP),

@@ -9,6 +9,7 @@ from typing import List, Literal, Optional
 import typer
 
 from icl_audio.cli import app
+from icl_audio.constants import LLASA_CONTEXT  # stdlib only
 
 _SPEECH_RUN = re.compile(r"(?:<\|s_\d+\|>)+")
 
@@ -30,7 +31,7 @@ def prompt(
     template: Optional[str] = typer.Option(None, "--template", metavar="NAME|FILE.toml", help="Prompt template [default: llasa]."),
     mask_eot: Optional[bool] = typer.Option(None, "--mask-eot/--attend-eot", help="Hide <|eot_id|> from attention [default: the template's choice]."),
     balanced: bool = typer.Option(False, "--balanced", help="Class-balanced retrieval."),
-    max_context: int = typer.Option(2048, "--max-context", metavar="TOKENS", help="Token budget of a prompt."),
+    max_context: int = typer.Option(LLASA_CONTEXT, "--max-context", metavar="TOKENS", help="Token budget of a prompt."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N", help="Where the models run."),
     no_weight_check: bool = typer.Option(False, "--no-weight-check", help="As for classify."),
     as_json: bool = typer.Option(False, "--json", help='One JSON object per clip: {"prompt_ids", "candidates", "demonstrations", "hidden_ids"}.'),

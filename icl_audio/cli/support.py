@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from icl_audio.cli import support_app
+from icl_audio.constants import DEFAULT_CODEC, DEFAULT_LLM  # stdlib only
 
 
 def parse_folds(text: str | None) -> list[int] | None:
@@ -114,8 +115,8 @@ def build(
     split: Optional[str] = typer.Option(None, "--split", help="Keep one split (e.g. train, test); with --hf alone, the dataset's split [default: train]."),
     folds: Optional[str] = typer.Option(None, "--folds", help="Keep these folds, e.g. 1,2,3."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="At most N clips per label."),
-    model: str = typer.Option("HKUSTAudio/Llasa-1B-Multilingual", "--model", "-m", help="LLM whose embeddings index the set (as for classify)."),
-    codec: str = typer.Option("HKUSTAudio/xcodec2-hf", "--codec", "-c", help="Codec that encodes the clips (as for classify)."),
+    model: str = typer.Option(DEFAULT_LLM, "--model", "-m", help="LLM whose embeddings index the set (as for classify)."),
+    codec: str = typer.Option(DEFAULT_CODEC, "--codec", "-c", help="Codec that encodes the clips (as for classify)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help="As for classify."),
     no_weight_check: bool = typer.Option(False, "--no-weight-check", help="As for classify."),

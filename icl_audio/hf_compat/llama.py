@@ -1,8 +1,9 @@
 """The scorer's contact points with transformers' Llama internals, each behind a plain alternative.
 
 The engine (:mod:`icl_audio.engine`) needs three things transformers does not offer as stable API.
-Each is listed here with what it touches and how it is guarded; :func:`verified_paths` runs the
-fast ones once per loaded model against the plain path before they are trusted.
+Each is listed here with what it touches and how it is guarded: :func:`icl_audio.engine.verified_path`
+runs the engine's fast paths once per loaded model against the plain path (public API only: custom
+4-D masks and position ids) before they are trusted, through :func:`icl_audio.hf_compat.proven_once`.
 
 1. **The KV-cache keyword and output field.** transformers <= 5.23 passes the cache to the decoder
    as ``past_key_values=`` and returns it as ``.past_key_values``; 5.24 renamed both to ``cache``

@@ -91,7 +91,7 @@ def prove(semantic_encoder, *, block_rows: int | None = _PROBE_BLOCK_ROWS):
     except Exception as exc:  # noqa: BLE001 - any failure: stay correct, use more memory
         from icl_audio.hf_compat import warn_fallback
 
-        warn_fallback("memory-bounded semantic attention", exc, "more memory, same codes")
+        warn_fallback("memory-bounded semantic attention", exc, "using the plain module (more memory, same codes)")
         return semantic_encoder
     return bounded
 

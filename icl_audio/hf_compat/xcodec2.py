@@ -33,7 +33,16 @@ Contact points with transformers internals (``transformers.models.xcodec2.modeli
   ``filter`` of 12 taps, ``ratio`` 2, ``pad`` 5, replicate padding, gain ``ratio``), ``downsample``
   (``Xcodec2DownSample1d``: ``filter`` of 12 taps, ``stride`` 2, ``pad_left`` 5, replicate padding).
 
-Tested with transformers 5.25.0 (and 5.13.0, the first release with ``Xcodec2Model``, by the lead).
+**The encode order.** :mod:`icl_audio.codec_encode` runs ``Xcodec2Model.encode``'s steps one by one,
+so that each branch can run in its own precision and through a fast path:
+``semantic_encoder(features).last_hidden_state`` -> ``semantic_adapter`` (channels first), beside
+``acoustic_encoder(waveform)``; both concatenated on the channel axis (semantic first),
+``fc_encoder``, ``quantizer`` -> codes. :func:`proven_encode_order` proves that order once per loaded
+model against ``Xcodec2Model.encode`` itself on a probe clip (plain modules, fp32: the codes must be
+identical); if it differs, ONE warning, and the codec calls ``Xcodec2Model.encode`` (the plain path:
+same codes as transformers, no per-branch precision or fast path).
+
+Tested with transformers 5.25.0 and 5.13.0 (the first release with ``Xcodec2Model``).
 """
 
 from __future__ import annotations
@@ -55,8 +64,10 @@ _CHUNK_ELEMENTS = 1 << 17  # rows per chunk * (2P+10) floats: ~0.5 MB, inside L2
 _PROBE_SAMPLES = 640  # two codec hops through both paths: enough to exercise every block edge
 _PROBE_TOLERANCE = 1e-4  # relative to the output's largest magnitude; reassociation gives ~1e-6
 
-# The proof's verdict is kept on the encoder module itself (dropped with the model): True = fast path.
+# The proofs' verdicts are kept on the modules themselves (dropped with the model).
 _MEMO = "_icl_audio_fast_acoustic"
+_ORDER_MEMO = "_icl_audio_encode_order"
+_ORDER_PROBE_SAMPLES = 3200  # 0.2 s: ten codec frames through both paths
 
 
 def fast_acoustic_encoder(encoder):
@@ -93,9 +104,44 @@ def prove(encoder):
     except Exception as exc:  # noqa: BLE001 - any failure: stay correct, lose speed
         from icl_audio.hf_compat import warn_fallback
 
-        warn_fallback("fast CPU acoustic encoder", exc, "slower, same codes")
+        warn_fallback("fast CPU acoustic encoder", exc, "using the plain module (slower, same codes)")
         return encoder
     return fast
+
+
+def proven_encode_order(model) -> bool:
+    """Whether icl-audio's step-by-step encode (:func:`icl_audio.codec_encode.encode_clips`) gives the
+    codes of ``model.encode`` (an ``Xcodec2Model``) on a probe clip: True, or False after one warning
+    (the codec then calls ``model.encode`` itself). Proven once per model, before any precision change."""
+    from icl_audio.hf_compat import proven_once
+
+    return proven_once(model, _ORDER_MEMO, prove_encode_order)
+
+
+def prove_encode_order(model) -> bool:
+    """Encode a probe clip both ways with the plain modules in fp32 and compare the codes."""
+    import numpy as np
+    import torch
+
+    from icl_audio.codec_encode import EncodeOptions, batch_inputs, encode_clips
+
+    try:
+        device = next(model.parameters()).device
+        t = np.arange(_ORDER_PROBE_SAMPLES) / 16000
+        clip = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.sin(2 * np.pi * 3100 * t ** 1.5)).astype(np.float32)
+        (ours,) = encode_clips(model, [clip], EncodeOptions(), device=device)
+        features, wave = batch_inputs([clip], device)
+        with torch.inference_mode():
+            theirs = model.encode(wave[:, None, :], features).audio_codes.reshape(-1)[: len(ours)].cpu().numpy()
+        if theirs.shape != ours.shape or not np.array_equal(theirs, ours):
+            raise ValueError(f"{int((theirs != ours).sum()) if theirs.shape == ours.shape else 'all'} of "
+                             f"{len(ours)} probe codes differ from Xcodec2Model.encode")
+    except Exception as exc:  # noqa: BLE001 - any failure: stay correct with transformers' own encode
+        from icl_audio.hf_compat import warn_fallback
+
+        warn_fallback("the step-by-step XCodec2 encode", exc, "using Xcodec2Model.encode (plain fp32, slower)")
+        return False
+    return True
 
 
 def _probe(device):
@@ -217,4 +263,5 @@ class FastAcousticEncoder:
         return enc.conv2(self._act(enc.snake1, x))
 
 
-__all__ = ["BlockActivation", "FastAcousticEncoder", "fast_acoustic_encoder", "prove"]
+__all__ = ["BlockActivation", "FastAcousticEncoder", "fast_acoustic_encoder", "prove", "proven_encode_order",
+           "prove_encode_order"]
