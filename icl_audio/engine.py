@@ -43,12 +43,15 @@ are bf16), reduced-precision *operands* lose nothing, so the GEMM may use them:
 The flags are set for the head alone through :class:`icl_audio.precision.fp32_precision` (torch's
 ``fp32_precision`` API) and restored; a process that chose otherwise keeps its choice elsewhere.
 
-**Three ways to run a plan** (:class:`Executor`; :func:`verified_path` picks one per model):
+**Four ways to run a plan** (:class:`Executor`; :func:`verified_path` picks one per model):
 ``plain`` (public API only: one forward over prompt + trie per pass under a full 4-D mask),
-``cached`` (the prompt once, its keys/values reused by every trie pass) and ``pruned`` (cached, and
-the last layer computes only the rows the head reads). The faster ones reach into transformers'
-internals (:mod:`icl_audio.hf_compat.llama`) and prove themselves once per model against ``plain``
-(:func:`icl_audio.hf_compat.proven_once`) before they are used.
+``cached`` (the prompt once, its keys/values reused by every trie pass), ``pruned`` (cached, and
+the last layer computes only the rows the head reads) and ``fused`` (pruned, and the prompt and the
+first trie pass in one forward, the prompt's rows under SDPA's causal kernel and the trie rows under
+their mask: the weights are read once for both, which small trie passes pay dearly for on CPU).
+The faster ones reach into transformers' internals (:mod:`icl_audio.hf_compat.llama`) and prove
+themselves once per model against ``plain`` (:func:`icl_audio.hf_compat.proven_once`) before they
+are used.
 """
 
 from __future__ import annotations
@@ -266,7 +269,7 @@ def _causal_mask(n: int, dtype: Any, device: Any):
 
 class Executor:
     """Runs a :class:`Plan` on a Hugging Face causal LM (Llama family): final hidden states of the head
-    rows, then fp32 log-probabilities. ``path``: "plain", "cached" or "pruned" (see module docstring)."""
+    rows, then fp32 log-probabilities. ``path``: "plain", "cached", "pruned" or "fused" (see module docstring)."""
 
     def __init__(self, model: Any, path: str):
         self.hf = _hf_model(model)
@@ -280,7 +283,7 @@ class Executor:
         """One decoder pass; the final hidden states of ``rows`` (and the output, for its cache)."""
         import torch
 
-        if self.path == "pruned":
+        if self.path in ("pruned", "fused"):
             with compat.PrunedLastLayer(self.decoder, rows):
                 out = self.decoder(**inputs)
             return out.last_hidden_state[0], out
@@ -318,12 +321,25 @@ class Executor:
         # Always with a cache, even when no trie pass follows: with one, transformers builds the causal
         # mask from the cache positions and never takes position ids that jump (hidden tokens) for a
         # packed sequence, and SDPA keeps its causal kernel (an explicit mask would compute every block).
-        h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=True)
+        passes = list(plan.passes)
+        if self.path == "fused" and passes:
+            # The prompt and the first trie pass in one forward (the weights read once for both): the
+            # prompt's rows causal, the trie rows under their mask (hf_compat.llama.SplitAttention).
+            first = passes.pop(0)
+            with compat.SplitAttention(self.hf):
+                h, out = self._decode(
+                    [n_prefix - 1] + [n_prefix + r for r in first.read],
+                    input_ids=torch.tensor([plan.prefix + first.tokens], device=dev),
+                    position_ids=torch.tensor([plan.prefix_positions + first.positions], device=dev),
+                    attention_mask=_pass_mask(first, n_prefix, self.dtype, dev, with_prefix_rows=False),
+                    use_cache=bool(passes), icl_split=n_prefix)
+        else:
+            h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=True)
         chunks.append(h)
-        if plan.passes:
+        if passes:
             kv = [(k[:, :, :n_prefix], v[:, :, :n_prefix]) for k, v in compat.cache_tensors(compat.output_cache(out))]
             del out
-            for p in plan.passes:
+            for p in passes:
                 h, _ = self._decode(
                     list(p.read),
                     input_ids=torch.tensor([p.tokens], device=dev),
@@ -476,19 +492,20 @@ _PATH_MEMO = "_icl_audio_scoring_path"  # the proof's verdict, kept on the model
 
 def _probe_plan(hf: Any) -> Plan:
     # A few tokens through every mechanism: two trie passes against the prompt's cache
-    # (max_batch_tokens=2), shared trie prefixes,
-    # scored first tokens, positions beyond the prompt, and a hidden token in the prompt (its
-    # position kept, so the prompt's positions jump).
+    # (max_batch_tokens=3), the first with siblings (a trie node that must not see another branch),
+    # shared trie prefixes, scored first tokens, positions beyond the prompt, and a hidden token in
+    # the prompt (its position kept, so the prompt's positions jump).
     vocab = hf.get_input_embeddings().weight.shape[0]
-    ids = [int(x) for x in np.random.default_rng(0).integers(1, min(vocab, 1000), size=12)]
+    ids = [int(x) for x in np.random.default_rng(0).integers(1, min(vocab, 1000), size=14)]
     prefix = ids[:6]
     prefix[2] = 0
-    conts = [Target(tuple(ids[6:9])), Target(tuple(ids[6:8]) + (ids[9],)), Target(tuple(ids[10:12]), 1)]
-    return make_plan(prefix, conts, max_batch_tokens=2, hidden_ids=[0])
+    conts = [Target(tuple(ids[6:9])), Target(tuple(ids[6:8]) + (ids[9],)), Target(tuple(ids[10:12]), 1),
+             Target(tuple(ids[12:14]))]
+    return make_plan(prefix, conts, max_batch_tokens=3, hidden_ids=[0])
 
 
 def verified_path(model: Any) -> str:
-    """The fastest path that reproduces the plain one on this model ("pruned", "cached" or "plain").
+    """The fastest path that reproduces the plain one on this model ("fused", "pruned", "cached" or "plain").
 
     Proven once per model object (:func:`icl_audio.hf_compat.proven_once`) on a probe of a few
     tokens: final hidden states at the head rows must agree with the plain path (relative error 1e-4
@@ -514,7 +531,9 @@ def _prove_paths(hf: Any) -> str:
         chosen = "plain"
         candidates = ["cached"]
         if compat.prunable(hf.get_decoder().layers[-1]):
-            candidates.insert(0, "pruned")
+            candidates[:0] = ["fused", "pruned"]
+        failed: list[str] = []
+        first_error: Exception | None = None
         for name in candidates:
             try:
                 got = Executor(hf, name).hidden_rows(plan).float()
@@ -524,7 +543,11 @@ def _prove_paths(hf: Any) -> str:
                 chosen = name
                 break
             except Exception as exc:  # a moved internal: fall back, never a wrong score
-                warn_fallback(f"the {name} scoring path", exc, "using a slower exact path")
+                failed.append(name)
+                first_error = first_error or exc
+        if first_error is not None:  # ONE line, however many paths fell through
+            warn_fallback(f"the {'/'.join(failed)} scoring path", first_error,
+                          f"using the {chosen} path (slower, same scores)")
         # The head once, on one row: its first call sets up state that lives as long as the process
         # (oneDNN's scratchpad for the vocabulary-slice matmuls: ~46 MB with the debug model). Made
         # here, before any clip is encoded, the peak memory of a job does not depend on whether the
@@ -542,7 +565,7 @@ def loglikelihood(model: Any, prefix_ids: Sequence[int], continuations: Sequence
     ``prefix_ids``: the shared prompt, at least one token. ``continuations``: token-id sequences, or
     :class:`Target` objects whose ``ids[score_from:]`` alone are scored (the rest is context, as
     channel mode needs). ``hidden_ids``: tokens that take a position but are never attended to.
-    ``path``: force "plain", "cached" or "pruned" (default: the fastest verified on this model).
+    ``path``: force "plain", "cached", "pruned" or "fused" (default: the fastest verified on this model).
     Returns, in input order, ``(sum of log p in nats, n scored tokens)``; independent of batching
     beyond float rounding.
     """

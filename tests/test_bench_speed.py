@@ -30,7 +30,7 @@ def test_channel_speed_bench_tiny(shared_tokenizer):
     r = run_speed_bench(labels=3, k=1, reps=1, mode="channel", model_kwargs=TINY_LM)
     assert r["mode"] == "channel" and r["flops_ratio"] is None
     assert r["head_rows"] == 1 + 3 * 251  # per label: its query audio and end tag, 251 scored tokens
-    assert r["max_abs_diff"] <= 1e-3 and r["overhead_ratio"] > 0 and r["engine_path"] == "pruned"
+    assert r["max_abs_diff"] <= 1e-3 and r["overhead_ratio"] > 0 and r["engine_path"] == "fused"
 
 
 def test_flops_ratio_counts_the_pruned_last_layer():

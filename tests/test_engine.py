@@ -13,7 +13,7 @@ from icl_audio.engine import Target, loglikelihood, loglikelihood_naive, make_pl
 from icl_audio.hf_compat import llama as compat
 
 LABELS = ["dog", "door wood knock", "door wood creaks", "crackling fire", "a", "<|s_5|>", "vacuum cleaner"]
-PATHS = ["plain", "cached", "pruned"]
+PATHS = ["plain", "cached", "pruned", "fused"]
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def _fresh(lm):
     return hf
 
 
-@pytest.mark.parametrize("broken", ["cache_from_tensors", "cache_keyword", "pruned_forward"])
+@pytest.mark.parametrize("broken", ["cache_from_tensors", "cache_keyword", "pruned_forward", "split_attention"])
 def test_broken_internal_falls_back_to_plain_with_equal_scores(setup, monkeypatch, broken):
     lm, prefix, conts = setup
     hf = _fresh(lm)
@@ -171,13 +171,18 @@ def test_broken_internal_falls_back_to_plain_with_equal_scores(setup, monkeypatc
         monkeypatch.setattr(compat, "cache_from_tensors", lambda kv: (_ for _ in ()).throw(AttributeError("gone")))
     elif broken == "cache_keyword":  # a renamed keyword the decoder silently ignores
         monkeypatch.setattr(compat, "cache_keyword", lambda decoder: "kv_cache_renamed")
+    elif broken == "split_attention":  # the attention interface ignores the split: prompt rows see the trie
+        monkeypatch.setattr(compat, "split_sdpa", lambda module, q, k, v, mask, icl_split=None, **kw:
+                            __import__("transformers").integrations.sdpa_attention.sdpa_attention_forward(
+                                module, q, k, v, None if icl_split is not None else mask, **kw))
     else:  # a layer whose internals changed meaning: the pruned forward computes something else
         real = compat.PrunedLastLayer._forward
         monkeypatch.setattr(compat.PrunedLastLayer, "_forward", lambda self, h, *a, **k: real(self, h, *a, **k) * 1.5)
     with pytest.warns(RuntimeWarning, match="scoring path not used"):
         path = engine.verified_path(hf)
         got = loglikelihood(hf, prefix, conts)
-    expected = {"cache_from_tensors": "plain", "cache_keyword": "plain", "pruned_forward": "cached"}[broken]
+    expected = {"cache_from_tensors": "plain", "cache_keyword": "plain", "pruned_forward": "cached",
+                "split_attention": "pruned"}[broken]
     assert path == expected
     for (a, n), (b, m) in zip(got, want):
         assert n == m and abs(a - b) < 1e-3

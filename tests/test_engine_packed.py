@@ -31,7 +31,7 @@ def prompt(debug_lm):
     return lm, prefix, eot
 
 
-@pytest.mark.parametrize("path", ["plain", "cached", "pruned"])
+@pytest.mark.parametrize("path", ["plain", "cached", "pruned", "fused"])
 def test_no_trie_pass_and_hidden_tokens_in_the_prompt(prompt, path):
     lm, prefix, eot = prompt
     end = lm.layout.special_ids["<|SPEECH_GENERATION_END|>"]
@@ -44,7 +44,7 @@ def test_no_trie_pass_and_hidden_tokens_in_the_prompt(prompt, path):
         assert n == 1 and abs(score - _full_forward(lm, prefix, cont, {eot})) < 1e-4
 
 
-@pytest.mark.parametrize("path", ["cached", "pruned"])
+@pytest.mark.parametrize("path", ["cached", "pruned", "fused"])
 def test_trie_passes_after_hidden_tokens(prompt, path):
     lm, prefix, eot = prompt
     end = lm.layout.special_ids["<|SPEECH_GENERATION_END|>"]

@@ -29,7 +29,7 @@ def episode(debug_lm):
 
 
 # 16: several trie passes on the query's cache (plain: no cache, one prompt per query)
-@pytest.mark.parametrize("path, max_batch_tokens", [("plain", 512), ("cached", 16), ("cached", 512), ("pruned", 16), ("pruned", 512)])
+@pytest.mark.parametrize("path, max_batch_tokens", [("plain", 512), ("cached", 16), ("cached", 512), ("pruned", 16), ("pruned", 512), ("fused", 16), ("fused", 512)])
 def test_shared_equals_separate_prompts(episode, path, max_batch_tokens):
     lm, shared, queries, hidden = episode
     got = loglikelihood_shared(lm, shared, queries, hidden_ids=hidden, path=path, max_batch_tokens=max_batch_tokens)

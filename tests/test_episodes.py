@@ -186,7 +186,7 @@ def test_episode_speed_bench_tiny():
     tiny = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, head_dim=16,
                 dtype="float32")
     r = run_episode_speed_bench(way=2, shot=2, queries=1, reps=1, model_kwargs=tiny, exact_kwargs=tiny)
-    assert (r["way"], r["shot"], r["queries"]) == (2, 2, 2) and r["engine_path"] in ("cached", "pruned")
+    assert (r["way"], r["shot"], r["queries"]) == (2, 2, 2) and r["engine_path"] in ("cached", "pruned", "fused")
     assert r["shared_prefix_tokens"] > 4 * 250 and not r["cropped"] and r["demo_tokens_kept"] == 250
     assert r["max_abs_diff"] <= 1e-4 and r["speedup"] > 0 and len(r["speedup_each"]) == 1
     # four demonstrations fed once instead of twice

@@ -44,6 +44,7 @@ def test_the_engine_proves_its_paths_through_the_one_mechanism(debug_lm, monkeyp
     monkeypatch.setattr(compat.PrunedLastLayer, "_forward", lambda self, h, *a, **k: real(self, h, *a, **k) + 1.0)
     with pytest.warns(RuntimeWarning, match=r"scoring path not used .*differs from the plain path") as record:
         assert engine.verified_path(hf) == "cached"
+    assert len(record) == 1 and "fused/pruned scoring path not used" in str(record[0].message)
     assert len(record) == 1 and "\n" not in str(record[0].message)
     assert hf.__dict__[engine._PATH_MEMO] == "cached"
     with warnings.catch_warnings():

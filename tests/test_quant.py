@@ -186,3 +186,35 @@ def test_quant_bench_measures_a_mode_at_a_tiny_shape():
     assert len(result["scores"]) == 3 and all(np.isfinite(result["scores"]))
     assert result["prompt_tokens"] > 250 and result["seconds_per_query"] >= 0
     assert result["load_peak_rss_mb"] > 0 and result["rss_anon_after_load_mb"] > 0
+
+
+def test_bench_speed_quant_list_compares_modes_and_refuses_unknown_ones(cli, monkeypatch):
+    """`bench speed --quant A,B` is the quantisation comparison (fp32 reference, one process per mode):
+    routed with the modes asked for, printed one line per mode; a bad mode is one line before any model."""
+    from icl_audio.bench import quantization
+
+    asked = {}
+
+    def fake_run(*, labels, k, reps, modes):
+        asked.update(labels=labels, k=k, reps=reps, modes=modes)
+        row = {"compute_dtype": "bfloat16", "load_peak_rss_mb": 560, "scoring_peak_rss_mb": 3381,
+               "seconds_per_query": 9.2, "max_abs_diff_vs_fp32": 0.085, "mean_abs_diff_vs_fp32": 0.034,
+               "same_best_label_as_fp32": True}
+        ref = {**row, "compute_dtype": "float32"}
+        return {"weights": "random (Llasa-1B's shape)", "cpu": "test cpu", "labels": labels, "k": k,
+                "modes": {"fp32": ref, **{m: row for m in modes}}}
+
+    monkeypatch.setattr(quantization, "run_quant_bench", fake_run)
+    run = cli("bench", "speed", "--quant", "bf16,INT8,int8", "--labels", "5", "--k", "1", "--reps", "1")
+    assert run.returncode == 0, run.stderr
+    assert asked == {"labels": 5, "k": 1, "reps": 1, "modes": ("bf16", "int8")}
+    lines = run.stdout.strip().splitlines()
+    assert lines[1].startswith("fp32") and "reference" in lines[1]
+    assert lines[2].startswith("bf16") and "max |diff| vs fp32 0.085 nats" in lines[2] and "same best label: yes" in lines[2]
+
+    bad = cli("bench", "speed", "--quant", "bf16,int4")
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "error: --quant: unknown mode int4; compare any of fp32, bf16, int8, nf4"]
+    bad_single = cli("bench", "speed", "--quant", "int4")
+    assert bad_single.returncode != 0 and "unknown quantisation 'int4'" in bad_single.stderr
+    assert len(bad_single.stderr.strip().splitlines()) == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from icl_audio.bench.machine import cpu_name
 
 from icl_audio.constants import HOP, SAMPLE_RATE
 
@@ -169,7 +170,7 @@ def run_codec_bench(clips: int = 8, seconds: float = 5.0, *, fast_mode: bool = T
         "clips": clips,
         "seconds": seconds,
         "device": "cpu",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "workers": codec._parallelism(clips)[0],
         "precision": codec.precision,

@@ -35,10 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from icl_audio.bench.machine import cpu_name, load_average, maxrss_mb, reset_peak, status_mb
 
 log = logging.getLogger("icl_audio.bench")
 
@@ -81,48 +79,26 @@ class MemoryBenchConfig:
 # measuring
 
 
-def _status_mb(key: str) -> float | None:
-    try:
-        match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) / 1024 if match else None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, kB elsewhere
-
-
 class PeakMeter:
     """Peak resident memory of a block of code (see the module docstring for the method)."""
 
     def __init__(self) -> None:
-        self.method = "vmhwm-reset" if _reset_peak() and _status_mb("VmHWM") is not None else "ru_maxrss"
+        self.method = "vmhwm-reset" if reset_peak() and status_mb("VmHWM") is not None else "ru_maxrss"
 
     def rss(self) -> float:
         """Resident memory now, in MB (the peak so far where the current figure is not available)."""
-        now = _status_mb("VmRSS")
-        return now if now is not None else _maxrss_mb()
+        now = status_mb("VmRSS")
+        return now if now is not None else maxrss_mb()
 
     def measure(self, name: str, work, figures: dict) -> Any:
         """Run ``work()``; record its stage figures in ``figures[name]``; return its result."""
         before = self.rss()
         if self.method == "vmhwm-reset":
-            _reset_peak()
+            reset_peak()
         start = time.perf_counter()
         result = work()
         seconds = time.perf_counter() - start
-        peak = _status_mb("VmHWM") if self.method == "vmhwm-reset" else _maxrss_mb()
+        peak = status_mb("VmHWM") if self.method == "vmhwm-reset" else maxrss_mb()
         figures[name] = {
             "rss_before_mb": round(before, 1),
             "peak_mb": round(peak, 1),
@@ -254,7 +230,7 @@ def run_memory_bench(config: MemoryBenchConfig = MemoryBenchConfig(), *, isolate
     import torch
 
     sizes = sorted({int(n) for n in config.clips})
-    load_start = round(os.getloadavg()[0], 2)
+    load_start = load_average()
     results = {}
     for n in sizes:
         log.info("memory bench: %d clips of %g s, model %s, codec %s ...", n, config.seconds, config.model, config.codec)
@@ -272,21 +248,11 @@ def run_memory_bench(config: MemoryBenchConfig = MemoryBenchConfig(), *, isolate
         "sizes": results,
         "build_peak_growth_mb": round(peaks[-1] - peaks[0], 1),
         "threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "loadavg_1min_start": load_start,
-        "loadavg_1min_end": round(os.getloadavg()[0], 2),
+        "loadavg_1min_end": load_average(),
         "torch": torch.__version__,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_table(result: dict) -> str:

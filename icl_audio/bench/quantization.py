@@ -10,8 +10,9 @@ the same weights (bf16 values), computed in fp32.
 Random weights have none of the outlier features LLM.int8() was designed around, so the score
 differences are those of quantisation noise on a model without outliers: real weights may differ.
 
-Run: ``python -m icl_audio.bench.quantization [--labels 50 --k 4 --reps 2 --json]``; for the one mode
-timings with the engine's overhead ratio, ``icl-audio bench speed --quant int8|nf4``.
+Run: ``icl-audio bench speed --quant fp32,bf16,int8,nf4 [--labels 50 --k 4 --reps 2 --json]`` (a list
+of modes; fp32 is always added as the reference); for one mode's timings with the engine's overhead
+ratio, ``icl-audio bench speed --quant int8`` (a single mode).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from icl_audio.bench.machine import cpu_name, load_average, reset_peak, status_mb
 
 MODES = ("fp32", "bf16", "int8", "nf4")
 
@@ -50,7 +53,7 @@ def measure_mode(mode: str, *, labels: int = 50, k: int = 4, reps: int = 2, mode
     prompt = _prompt(lm, _labels(labels), k)
     prefix, targets = list(prompt.prefix), list(prompt.targets)
     loglikelihood(lm, prefix[:128], targets[:2])  # warm-up: allocations, proofs of the fast paths
-    reset = _reset_peak()  # from here on the peak is the scoring's (with the model resident)
+    reset = reset_peak()  # from here on the peak is the scoring's (with the model resident)
     times, scores = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -77,27 +80,9 @@ def measure_mode(mode: str, *, labels: int = 50, k: int = 4, reps: int = 2, mode
 
 
 def _memory() -> dict[str, int]:
-    """VmHWM, VmRSS, RssAnon, RssFile of this process in MB (Linux; empty elsewhere)."""
-    out: dict[str, int] = {}
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                    out[key] = int(value.split()[0]) // 1024
-    except OSError:
-        pass
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset this process's VmHWM to its current resident size (Linux >= 4.0); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+    """VmHWM, VmRSS, RssAnon, RssFile of this process in whole MB (Linux; empty elsewhere)."""
+    figures = {key: status_mb(key) for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}
+    return {key: int(mb) for key, mb in figures.items() if mb is not None}
 
 
 def run_quant_bench(*, labels: int = 50, k: int = 4, reps: int = 2, modes=MODES, model_kwargs: dict | None = None,
@@ -111,6 +96,8 @@ def run_quant_bench(*, labels: int = 50, k: int = 4, reps: int = 2, modes=MODES,
     # Built (and its tokenizer proven) once here, so no child pays for it inside its figures.
     say("preparing the random model (built once into the cache) ...")
     load_random_lm(dtype="bfloat16", **(model_kwargs or {}))
+    if "fp32" not in modes:  # the reference every other mode is compared with
+        modes = ("fp32", *modes)
     results: dict[str, dict] = {}
     for mode in modes:
         say(f"{mode}: loading and scoring in a fresh process ...")
@@ -134,54 +121,32 @@ def run_quant_bench(*, labels: int = 50, k: int = 4, reps: int = 2, modes=MODES,
         "k": k,
         "reps": reps,
         "modes": results,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "machine": platform.machine(),
-        "loadavg_1min_end": round(os.getloadavg()[0], 2),
+        "loadavg_1min_end": load_average(),
     }
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+def format_table(result: dict) -> str:
+    """The comparison as plain-text lines, one per mode (``--json`` gives every figure)."""
+    lines = [f"{result['weights']}; {result['cpu']}; {result['labels']} labels, k={result['k']}"]
+    for mode, r in result["modes"].items():
+        diff = "reference" if mode == "fp32" else (
+            f"max |diff| vs fp32 {r['max_abs_diff_vs_fp32']:.4g} nats (mean {r['mean_abs_diff_vs_fp32']:.4g}), "
+            f"same best label: {'yes' if r['same_best_label_as_fp32'] else 'no'}")
+        lines.append(f"{mode:5s} {r['compute_dtype']:9s} load peak {r['load_peak_rss_mb']:6d} MB, scoring peak "
+                     f"{r['scoring_peak_rss_mb']:6d} MB, {r['seconds_per_query']:7.2f} s/query, {diff}")
+    return "\n".join(lines)
 
 
-def _main(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m icl_audio.bench.quantization", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--labels", type=int, default=50)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def _child(argv: list[str]) -> int:
+    """The per-mode process of :func:`run_quant_bench`: ``--child JSON`` -> one JSON line."""
     logging.getLogger("icl_audio").setLevel(logging.ERROR)  # the random-weights note: known here
-    progress = logging.getLogger("icl_audio.bench")
-    progress.addHandler(logging.StreamHandler(sys.stderr))
-    progress.setLevel(logging.INFO)
-    if args.child:
-        spec: dict[str, Any] = json.loads(args.child)
-        print(json.dumps(measure_mode(spec["mode"], labels=spec["labels"], k=spec["k"], reps=spec["reps"],
-                                      model_kwargs=spec["model_kwargs"])))
-        return 0
-    result = run_quant_bench(labels=args.labels, k=args.k, reps=args.reps, modes=tuple(args.modes.split(",")))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"random weights at Llasa-1B's shape; {result['cpu']}; {args.labels} labels, k={args.k}")
-        for mode, r in result["modes"].items():
-            print(f"{mode:5s} {r['compute_dtype']:9s} load peak {r['load_peak_rss_mb']:6d} MB, scoring peak "
-                  f"{r['scoring_peak_rss_mb']} MB, {r['seconds_per_query']:7.2f} s/query, max |diff| vs fp32 "
-                  f"{r.get('max_abs_diff_vs_fp32', 0):.4g}")
+    spec: dict[str, Any] = json.loads(argv[argv.index("--child") + 1])
+    print(json.dumps(measure_mode(spec["mode"], labels=spec["labels"], k=spec["k"], reps=spec["reps"],
+                                  model_kwargs=spec["model_kwargs"])))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(_child(sys.argv[1:]))

@@ -9,14 +9,12 @@ The floor is what any exact scorer must compute, done the plainest way:
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import resource
 import time
 from typing import Any
 
 import numpy as np
 
+from icl_audio.bench.machine import load_average, run_facts
 from icl_audio.constants import LLASA_CONTEXT
 log = logging.getLogger("icl_audio.bench")
 
@@ -131,7 +129,7 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
     if mode not in ("direct", "channel"):
         raise ValueError(f"unknown mode {mode!r}: use direct or channel")
     names = _labels(labels)
-    load_start = round(os.getloadavg()[0], 2)  # the machine may be shared: reported with the timings
+    load_start = load_average()  # the machine may be shared: reported with the timings
 
     _log("building a random model of the Llasa-1B shape ...")
     t0 = time.perf_counter()
@@ -239,13 +237,8 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
         "max_abs_diff_model": "fp32 hidden 256, 4 layers, vocab 193,800",
         "bf16_engine_vs_naive_diff": float(f"{bf16_diff:.3g}"),
         "seconds_per_query": round(b, 3),  # median engine time: one query, all labels
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "dtype": dtype,
-        "threads": torch.get_num_threads(),
         "model_build_seconds": round(build_s, 1),
-        "loadavg_1min_start": load_start,
-        "loadavg_1min_end": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
+        **run_facts(load_start),
     }
 

@@ -10,13 +10,11 @@ a 5 s clip), cropped into the 2,048-token context once, as the episode bench bui
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import resource
 import time
 
 import numpy as np
 
+from icl_audio.bench.machine import load_average, run_facts
 from icl_audio.bench.speed import CLIP_TOKENS, ESC50_LABELS
 from icl_audio.constants import LLASA_CONTEXT
 
@@ -56,14 +54,13 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
     :func:`~icl_audio.llm.build_random_lm`'s shape for the timing / the exactness model (tests use tiny
     ones). Returns a flat dict (JSON-ready).
     """
-    import torch
 
     from icl_audio.engine import loglikelihood, loglikelihood_shared, make_plan, verified_path
     from icl_audio.llm import build_random_lm
 
     if way < 2 or shot < 1 or queries < 1 or reps < 1:
         raise ValueError("way must be >= 2, shot, queries and reps >= 1")
-    load_start = round(os.getloadavg()[0], 2)
+    load_start = load_average()
     _log("building a random model of the Llasa-1B shape ...")
     t0 = time.perf_counter()
     lm = build_random_lm(**(model_kwargs or {}))
@@ -134,12 +131,7 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
         "max_abs_diff": float(f"{max_abs_diff:.3g}"),
         "max_abs_diff_model": "fp32 hidden {hidden_size}, {num_layers} layers".format(**(exact_kwargs or EXACT_MODEL)),
         "reps": reps,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "dtype": dtype,
-        "threads": torch.get_num_threads(),
         "model_build_seconds": round(build_s, 1),
-        "loadavg_1min_start": load_start,
-        "loadavg_1min_end": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
+        **run_facts(load_start),
     }

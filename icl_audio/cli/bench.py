@@ -41,7 +41,7 @@ def speed(
     k: int = typer.Option(4, "--k", help="Demonstrations in the prompt (250 audio tokens each)."),
     mode: str = typer.Option("direct", "--mode", metavar="direct|channel", help="Scoring direction to time."),
     reps: int = typer.Option(7, "--reps", metavar="N", help="Timed rounds (each a b b a, then one naive label)."),
-    quant: Optional[str] = typer.Option(None, "--quant", metavar="int8|nf4", help="Time the model loaded quantised (random-llasa-1b, saved once)."),
+    quant: Optional[str] = typer.Option(None, "--quant", metavar="MODE[,MODE...]", help="int8 or nf4: time the engine on the model loaded quantised (random-llasa-1b, saved once). A list of fp32, bf16, int8, nf4 (e.g. bf16,int8,nf4): compare the modes instead, each in its own process: peak memory, seconds per query, score difference from fp32."),
     episode: bool = typer.Option(False, "--episode", help="Time one N-way K-shot episode instead: one prompt per query "
                                  "against the shared demonstration prefix (--way, --shot, --queries; --labels and --k unused)."),
     way: int = typer.Option(5, "--way", metavar="N", help="--episode: classes (the candidates)."),
@@ -57,6 +57,23 @@ def speed(
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
     _progress_to_stderr()
+    if quant is not None and ("," in quant or quant.strip().lower() in ("fp32", "bf16")):
+        if episode:
+            raise ICLAudioError("--quant times the label scorer: give it without --episode")
+        from icl_audio.bench.quantization import MODES as COMPARED, format_table, run_quant_bench
+
+        modes = tuple(dict.fromkeys(m.strip().lower() for m in quant.split(",") if m.strip()))
+        unknown = [m for m in modes if m not in COMPARED]
+        if unknown or not modes:
+            named = ", ".join(unknown) if unknown else repr(quant)
+            raise ICLAudioError(f"--quant: unknown mode {named}; compare any of {', '.join(COMPARED)}")
+        result = run_quant_bench(labels=labels, k=k, reps=reps, modes=modes)
+        print(json.dumps(result) if as_json else format_table(result))
+        return
+    if quant is not None:
+        from icl_audio.quant import quant_mode
+
+        quant = quant_mode(quant)  # an unknown mode is one line, before the model is built
     if episode:
         if way < 2 or shot < 1 or queries < 1:
             raise ICLAudioError("--way must be >= 2, --shot and --queries >= 1")
