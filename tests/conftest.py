@@ -277,6 +277,28 @@ def cli(capsys, shared_debug_models):
     return run
 
 
+def interrupted_bench(cfg, after: int) -> list[Path]:
+    """``run_bench(cfg)`` stopped after ``after`` prediction lines, as a Ctrl-C would stop it; returns
+    rank 0's prediction files (asserting that they hold exactly those lines)."""
+    from icl_audio.bench.arch import run_bench
+
+    class Stop(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def interrupt(run, query):
+        seen.append(run.name)
+        if len(seen) == after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_bench(cfg, on_prediction=interrupt)
+    partial = list((cfg.out / "predictions" / "rank0").glob("*.jsonl"))
+    assert sum(len(p.read_text().splitlines()) for p in partial) == after
+    return partial
+
+
 # -- fresh cache roots ----------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_wav
+from conftest import write_wav, interrupted_bench
 from test_bench_clap import tiny_clap  # noqa: F401  (a pytest fixture: a tiny random CLAP checkpoint)
 from fixtures_datasets import make_esc50_tree
 from icl_audio.bench.arch import run_bench
@@ -137,20 +137,7 @@ def test_resume_after_an_interrupt(folder_reference, tmp_path):
     cfg = BenchConfig("folder", data, source="folder", episodes=3, way=3, shots="1", modes="direct", model="debug",
                       codec="debug", out=out)
 
-    class Stop(Exception):
-        pass
-
-    seen: list[str] = []
-
-    def interrupt(run, query):
-        seen.append(run.name)
-        if len(seen) == 10:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_bench(cfg, on_prediction=interrupt)
-    partial = list((out / "predictions" / "rank0").glob("*.jsonl"))
-    assert sum(len(p.read_text().splitlines()) for p in partial) == 10
+    partial = interrupted_bench(cfg, after=10)
     with open(partial[0], "a") as f:  # a kill mid-write leaves a torn line: ignored, and cut before appending
         f.write('{"fp": "x", "episode": 0, "query": "/torn')
     computed: list = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, isolated_cli_state, sharing_debug_models
+from conftest import REPO, interrupted_bench, isolated_cli_state, sharing_debug_models
 from fixtures_datasets import make_esc50_tree, make_fsd50k_tree
 from icl_audio.bench.arch import run_bench
 from icl_audio.bench.config import BenchConfig
@@ -149,20 +149,7 @@ def test_resume_after_interruption_computes_only_what_is_missing(esc50_reference
         ref_runs = [r for r in _metrics(esc50_reference) if r["mode"] in (None, "direct")]
         assert _metrics(out) == ref_runs
 
-    class Stop(Exception):
-        pass
-
-    seen: list[str] = []
-
-    def interrupt_after_20(run, query):
-        seen.append(run.name)
-        if len(seen) == 20:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_bench(cfg, on_prediction=interrupt_after_20)
-    partial = list((out / "predictions" / "rank0").glob("*.jsonl"))
-    assert sum(len(p.read_text().splitlines()) for p in partial) == 20
+    partial = interrupted_bench(cfg, after=20)
     # A kill mid-write leaves a torn line: it is ignored and cut before appending.
     with open(partial[0], "a") as f:
         f.write('{"fp": "x", "query": "/torn')
