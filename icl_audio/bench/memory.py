@@ -140,7 +140,7 @@ def measure_stages(config: MemoryBenchConfig, n_clips: int) -> dict:
     import numpy as np
 
     from icl_audio.bench.codec import speech_like_clip
-    from icl_audio.bench.speed import _labels as esc50_labels
+    from icl_audio.bench.speed import esc50_labels
     from icl_audio.codecache import CodeCache
     from icl_audio.encoding import stream_codes
     from icl_audio.retrieval import Index, clip_embeddings, retrieve

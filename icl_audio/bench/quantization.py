@@ -40,7 +40,7 @@ def measure_mode(mode: str, *, labels: int = 50, k: int = 4, reps: int = 2, mode
     the label scores (JSON-ready)."""
     import torch
 
-    from icl_audio.bench.speed import _labels, _prompt
+    from icl_audio.bench.speed import esc50_labels, speed_prompt
     from icl_audio.engine import loglikelihood
     from icl_audio.models import load_random_lm
 
@@ -50,7 +50,7 @@ def measure_mode(mode: str, *, labels: int = 50, k: int = 4, reps: int = 2, mode
     lm = load_random_lm(quant=quant, dtype=dtype, device="cpu", **(model_kwargs or {}))
     load_seconds = time.perf_counter() - start
     loaded = _memory()
-    prompt = _prompt(lm, _labels(labels), k)
+    prompt = speed_prompt(lm, esc50_labels(labels), k)
     prefix, targets = list(prompt.prefix), list(prompt.targets)
     loglikelihood(lm, prefix[:128], targets[:2])  # warm-up: allocations, proofs of the fast paths
     reset = reset_peak()  # from here on the peak is the scoring's (with the model resident)
@@ -83,6 +83,22 @@ def _memory() -> dict[str, int]:
     """VmHWM, VmRSS, RssAnon, RssFile of this process in whole MB (Linux; empty elsewhere)."""
     figures = {key: status_mb(key) for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}
     return {key: int(mb) for key, mb in figures.items() if mb is not None}
+
+
+def compared_modes(text: str) -> tuple[str, ...] | None:
+    """What ``bench speed --quant TEXT`` asks for: a list (or fp32/bf16 alone) is a comparison of those
+    modes, returned in order without repeats; a single other name (int8, nf4) is None, one quantised
+    model to time. An unknown mode in a list is a one-line ModelError."""
+    from icl_audio.errors import ModelError
+
+    if "," not in text and text.strip().lower() not in ("fp32", "bf16"):
+        return None
+    modes = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise ModelError(f"--quant: unknown mode {named}; compare any of {', '.join(MODES)}")
+    return modes
 
 
 def run_quant_bench(*, labels: int = 50, k: int = 4, reps: int = 2, modes=MODES, model_kwargs: dict | None = None,

@@ -32,7 +32,7 @@ ESC50_LABELS = (
 CLIP_TOKENS = 250  # a 5 s clip at 50 tokens/s
 
 
-def _labels(n: int) -> list[str]:
+def esc50_labels(n: int) -> list[str]:
     out = list(ESC50_LABELS[:n])
     i = 2
     while len(out) < n:  # more than 50: numbered variants, still multi-token texts
@@ -41,7 +41,7 @@ def _labels(n: int) -> list[str]:
     return out
 
 
-def _prompt(lm: Any, labels: list[str], k: int, mode: str = "direct", seed: int = 0):
+def speed_prompt(lm: Any, labels: list[str], k: int, mode: str = "direct", seed: int = 0):
     from icl_audio.prompt import Demo, PromptBuilder
 
     rng = np.random.default_rng(seed)
@@ -115,20 +115,20 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
     (or b a a b) then c; ``overhead_ratio`` and ``naive_speedup`` are medians of the per-round ratios
     b/a and c/b; ``flops_ratio`` is b/a in arithmetic, from the shapes alone. ``max_abs_diff`` compares
     engine and naive over all labels in fp32 on a smaller model with the same vocabulary and prompt.
-    ``model_kwargs`` override :func:`~icl_audio.llm.build_random_lm`'s shape (tests use a tiny one).
+    ``model_kwargs`` override :func:`~icl_audio.families.llasa.build_random_lm`'s shape (tests use a tiny one).
     ``quant`` ("int8", "nf4"): the model is the same random model saved once and loaded quantised
     (:func:`icl_audio.models.load_random_lm`). Returns a flat dict (JSON-ready).
     """
     import torch
 
-    from icl_audio.llm import build_random_lm
+    from icl_audio.families.llasa import build_random_lm
     from icl_audio.engine import loglikelihood, loglikelihood_naive, make_plan, verified_path
 
     if labels < 1 or k < 0 or reps < 1:
         raise ValueError("labels and reps must be >= 1 and k >= 0")
     if mode not in ("direct", "channel"):
         raise ValueError(f"unknown mode {mode!r}: use direct or channel")
-    names = _labels(labels)
+    names = esc50_labels(labels)
     load_start = load_average()  # the machine may be shared: reported with the timings
 
     _log("building a random model of the Llasa-1B shape ...")
@@ -140,7 +140,7 @@ def run_speed_bench(labels: int = 50, k: int = 4, reps: int = 7, *, mode: str = 
 
         lm = load_random_lm(quant=quant, **(model_kwargs or {}))
     build_s = time.perf_counter() - t0
-    prompt = _prompt(lm, names, k, mode)
+    prompt = speed_prompt(lm, names, k, mode)
     prefix = list(prompt.prefix)
     targets = list(prompt.targets)
     model = lm.model

@@ -51,12 +51,12 @@ def run_episode_speed_bench(way: int = 5, shot: int = 5, queries: int = 1, reps:
     per-round ratios a/b and ``saving`` = 1 - b/a. ``max_abs_diff``: the largest difference between
     the two, in nats, over every query and label, in fp32 on a smaller model with the same
     vocabulary and prompt. ``model_kwargs`` / ``exact_kwargs`` override
-    :func:`~icl_audio.llm.build_random_lm`'s shape for the timing / the exactness model (tests use tiny
+    :func:`~icl_audio.families.llasa.build_random_lm`'s shape for the timing / the exactness model (tests use tiny
     ones). Returns a flat dict (JSON-ready).
     """
 
     from icl_audio.engine import loglikelihood, loglikelihood_shared, make_plan, verified_path
-    from icl_audio.llm import build_random_lm
+    from icl_audio.families.llasa import build_random_lm
 
     if way < 2 or shot < 1 or queries < 1 or reps < 1:
         raise ValueError("way must be >= 2, shot, queries and reps >= 1")

@@ -57,28 +57,24 @@ def speed(
     if labels < 1 or k < 0 or reps < 1:
         raise ICLAudioError("--labels and --reps must be >= 1 and --k >= 0")
     _progress_to_stderr()
-    if quant is not None and ("," in quant or quant.strip().lower() in ("fp32", "bf16")):
+    if quant is not None:
         if episode:
             raise ICLAudioError("--quant times the label scorer: give it without --episode")
-        from icl_audio.bench.quantization import MODES as COMPARED, format_table, run_quant_bench
+        from icl_audio.bench.quantization import compared_modes
 
-        modes = tuple(dict.fromkeys(m.strip().lower() for m in quant.split(",") if m.strip()))
-        unknown = [m for m in modes if m not in COMPARED]
-        if unknown or not modes:
-            named = ", ".join(unknown) if unknown else repr(quant)
-            raise ICLAudioError(f"--quant: unknown mode {named}; compare any of {', '.join(COMPARED)}")
-        result = run_quant_bench(labels=labels, k=k, reps=reps, modes=modes)
-        print(json.dumps(result) if as_json else format_table(result))
-        return
-    if quant is not None:
+        modes = compared_modes(quant)
+        if modes is not None:  # a list: each mode in its own process, against fp32
+            from icl_audio.bench.quantization import format_table, run_quant_bench
+
+            result = run_quant_bench(labels=labels, k=k, reps=reps, modes=modes)
+            print(json.dumps(result) if as_json else format_table(result))
+            return
         from icl_audio.quant import quant_mode
 
         quant = quant_mode(quant)  # an unknown mode is one line, before the model is built
     if episode:
         if way < 2 or shot < 1 or queries < 1:
             raise ICLAudioError("--way must be >= 2, --shot and --queries >= 1")
-        if quant is not None:
-            raise ICLAudioError("--quant times the label scorer: give it without --episode")
         from icl_audio.bench.speed_episode import run_episode_speed_bench
 
         result = run_episode_speed_bench(way=way, shot=shot, queries=queries, reps=reps, mode=mode)
