@@ -48,7 +48,8 @@ The flags are set for the head alone through :class:`icl_audio.precision.fp32_pr
 ``cached`` (the prompt once, its keys/values reused by every trie pass), ``pruned`` (cached, and
 the last layer computes only the rows the head reads) and ``fused`` (pruned, and the prompt and the
 first trie pass in one forward, the prompt's rows under SDPA's causal kernel and the trie rows under
-their mask: the weights are read once for both, which small trie passes pay dearly for on CPU).
+their mask: the weights are read once for both, which small trie passes pay dearly for on CPU;
+every masked row attends with the query heads of a key/value head stacked, ``grouped_sdpa``).
 The faster ones reach into transformers' internals (:mod:`icl_audio.hf_compat.llama`) and prove
 themselves once per model against ``plain`` (:func:`icl_audio.hf_compat.proven_once`) before they
 are used.
@@ -283,8 +284,14 @@ class Executor:
         """One decoder pass; the final hidden states of ``rows`` (and the output, for its cache)."""
         import torch
 
+        if self.path == "fused" and inputs.get("attention_mask") is not None:
+            # Masked rows (trie nodes; icl_split=0 when they are all the pass has) through grouped attention.
+            inputs.setdefault("icl_split", 0)
+            with compat.SplitAttention(self.hf), compat.PrunedLastLayer(self.decoder, rows, grouped=True):
+                out = self.decoder(**inputs)
+            return out.last_hidden_state[0], out
         if self.path in ("pruned", "fused"):
-            with compat.PrunedLastLayer(self.decoder, rows):
+            with compat.PrunedLastLayer(self.decoder, rows, grouped=self.path == "fused"):
                 out = self.decoder(**inputs)
             return out.last_hidden_state[0], out
         out = self.decoder(**inputs)
@@ -326,13 +333,12 @@ class Executor:
             # The prompt and the first trie pass in one forward (the weights read once for both): the
             # prompt's rows causal, the trie rows under their mask (hf_compat.llama.SplitAttention).
             first = passes.pop(0)
-            with compat.SplitAttention(self.hf):
-                h, out = self._decode(
-                    [n_prefix - 1] + [n_prefix + r for r in first.read],
-                    input_ids=torch.tensor([plan.prefix + first.tokens], device=dev),
-                    position_ids=torch.tensor([plan.prefix_positions + first.positions], device=dev),
-                    attention_mask=_pass_mask(first, n_prefix, self.dtype, dev, with_prefix_rows=False),
-                    use_cache=bool(passes), icl_split=n_prefix)
+            h, out = self._decode(
+                [n_prefix - 1] + [n_prefix + r for r in first.read],
+                input_ids=torch.tensor([plan.prefix + first.tokens], device=dev),
+                position_ids=torch.tensor([plan.prefix_positions + first.positions], device=dev),
+                attention_mask=_pass_mask(first, n_prefix, self.dtype, dev, with_prefix_rows=False),
+                use_cache=bool(passes), icl_split=n_prefix)
         else:
             h, out = self._decode([n_prefix - 1], input_ids=prefix_t, position_ids=prefix_pos, use_cache=True)
         chunks.append(h)

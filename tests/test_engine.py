@@ -155,6 +155,35 @@ def test_pruning_only_on_verified_layer_classes(debug_lm):
         del last.forward
 
 
+@pytest.mark.parametrize("mask_kind", ["additive", "bool", "per_head"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_grouped_attention_equals_transformers_sdpa(monkeypatch, mask_kind, dtype):
+    """grouped_sdpa stacks the query heads of each key/value head as one head's rows: every row must
+    still meet its own head's keys and values (head h uses key/value head h // groups, as repeat_kv
+    has it), under its own mask row. Reference: transformers' sdpa_attention_forward (repeat_kv)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    gen = torch.Generator().manual_seed(0)
+    heads, kv_heads, rows, keys, dim = 8, 2, 7, 19, 16
+    dt = getattr(torch, dtype)
+    q = torch.randn(1, heads, rows, dim, generator=gen).to(dt)
+    k, v = (torch.randn(1, kv_heads, keys, dim, generator=gen).to(dt) for _ in range(2))
+    allowed = torch.rand(1, heads if mask_kind == "per_head" else 1, rows, keys, generator=gen) < 0.6
+    allowed[..., 0] = True  # every row sees at least one key
+    mask = allowed if mask_kind == "bool" else torch.zeros(allowed.shape, dtype=dt).masked_fill_(~allowed, float("-inf"))
+    module = type("Attn", (), {"num_key_value_groups": heads // kv_heads, "is_causal": True, "training": False})()
+    want, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.25)
+    with monkeypatch.context() as m:  # the stacked computation itself, not a fallback to the reference
+        m.setattr("transformers.integrations.sdpa_attention.sdpa_attention_forward", None)
+        got, _ = compat.grouped_sdpa(module, q, k, v, mask, dropout=0.0, scaling=0.25)
+    assert got.shape == want.shape == (1, rows, heads, dim)
+    tol = 1e-6 if dtype == "float32" else 1e-2
+    assert torch.allclose(got.float(), want.float(), atol=tol, rtol=0)
+    # a mapping error (rows meeting another head's keys) would be far beyond that
+    assert not torch.allclose(got.float(), want.float().roll(1, dims=2), atol=tol, rtol=0)
+
+
 def _fresh(lm):
     """A copy of the model without the shared fixture's proof verdict, so it is proven afresh."""
     hf = copy.deepcopy(lm.model)

@@ -1,6 +1,6 @@
 """The scorer's contact points with transformers' Llama internals, each behind a plain alternative.
 
-The engine (:mod:`icl_audio.engine`) needs four things transformers does not offer as stable API.
+The engine (:mod:`icl_audio.engine`) needs five things transformers does not offer as stable API.
 Each is listed here with what it touches and how it is guarded: :func:`icl_audio.engine.verified_path`
 runs the engine's fast paths once per loaded model against the plain path (public API only: custom
 4-D masks and position ids) before they are trusted, through :func:`icl_audio.hf_compat.proven_once`.
@@ -29,8 +29,16 @@ runs the engine's fast paths once per loaded model against the plain path (publi
    ``AttentionInterface`` and switched on for that forward only (``config._attn_implementation``),
    runs the prompt's rows as causal SDPA over the prompt's keys and only the trie rows under the
    given mask (trie rows x all keys). The split point reaches it as the ``icl_split`` keyword, which
-   the decoder passes down to its attention. Guarded: the fused path is compared with the plain path
-   once per model.
+   the decoder passes down to its attention (``icl_split=0``: a pass of trie rows alone, against a
+   cache). Guarded: the fused path is compared with the plain path once per model.
+5. **Grouped masked attention** (:func:`grouped_sdpa`, on the fused path): rows under an explicit
+   mask (trie nodes, the pruned layer's read rows) attend with the query heads that share a
+   key/value head stacked as one head's rows, as transformers' own ``pack_gqa`` does for a single
+   query: no ``repeat_kv`` copies, and blocks of 4 x 103 rows instead of 103, which SDPA's CPU kernel
+   runs ~1.8x faster at the Llasa-1B shape (0.14 s less per 50-label query, measured in one
+   process). The same products and sums: the fused pass's hidden states are bit-identical there, and
+   the tests hold it to ``sdpa_attention_forward`` within 1e-6 in fp32 for every mask form. Reads the
+   module's ``num_key_value_groups``; anything it does not cover goes to transformers' own function.
 
 Versions tested: transformers 5.13.0 (the lowest declared) and 5.25.0 (the newest tested).
 """
@@ -101,9 +109,10 @@ class PrunedLastLayer:
     causal pass without cache.
     """
 
-    def __init__(self, decoder: Any, rows: Sequence[int]):
+    def __init__(self, decoder: Any, rows: Sequence[int], grouped: bool = False):
         self.layer = decoder.layers[-1]
         self.rows = list(rows)
+        self.grouped = grouped  # the read rows' attention through grouped_sdpa (the fused path)
 
     def __enter__(self):
         self.layer.forward = self._forward  # an instance attribute: nn.Module.__call__ finds it first
@@ -143,7 +152,8 @@ class PrunedLastLayer:
             mask = torch.full((1, 1, len(self.rows), k.shape[2]), float("-inf"), dtype=q.dtype, device=q.device)
             for i, r in enumerate(self.rows):
                 mask[0, 0, i, : r + 1] = 0.0
-        out, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        attend = grouped_sdpa if self.grouped else sdpa_attention_forward
+        out, _ = attend(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
         hidden = hidden_states[:, rows] + attn.o_proj(out.reshape(batch, len(self.rows), -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
@@ -164,9 +174,39 @@ def split_sdpa(module, query, key, value, attention_mask, icl_split=None, **kwar
     import torch
 
     p = int(icl_split)  # query/key/value: (batch, heads, positions, head_dim)
+    tail, _ = grouped_sdpa(module, query[:, :, p:], key, value, attention_mask, **kwargs)
+    if p == 0:  # trie rows alone (a pass against a cache)
+        return tail, None
     head, _ = sdpa_attention_forward(module, query[:, :, :p], key[:, :, :p], value[:, :, :p], None, **kwargs)
-    tail, _ = sdpa_attention_forward(module, query[:, :, p:], key, value, attention_mask, **kwargs)
     return torch.cat([head, tail], dim=1), None
+
+
+def grouped_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """``sdpa_attention_forward`` for rows under an explicit 4-D mask, the query heads that share a
+    key/value head stacked as that head's rows: (batch, heads, rows, dim) -> (batch, kv heads,
+    groups x rows, dim), the mask tiled to match. Every (query, key) pair meets the same key and value
+    as after ``repeat_kv``, without copying them, and SDPA's CPU kernel gets 4x taller blocks (Llama-3
+    shapes). Anything else (no grouping, no mask, dropout, extra options) goes to transformers' own.
+    Returns (batch, rows, heads, dim), None, as ``sdpa_attention_forward`` does."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = int(getattr(module, "num_key_value_groups", 1) or 1)
+    batch, heads, rows, dim = query.shape
+    plain = (groups <= 1 or attention_mask is None or attention_mask.dim() != 4 or dropout
+             or key.shape[1] * groups != heads or attention_mask.shape[1] not in (1, heads)
+             or any(kwargs.get(k) is not None for k in ("softcap", "position_bias", "s_aux", "sinks")))
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    kv_heads = key.shape[1]
+    stacked = query.reshape(batch, kv_heads, groups * rows, dim)  # head h = kv * groups + g -> row g * rows + r
+    if attention_mask.shape[1] == 1:  # one mask for every head: the same rows, once per group
+        mask = attention_mask.expand(batch, 1, rows, -1).repeat(1, 1, groups, 1)
+    else:
+        mask = attention_mask.expand(batch, heads, rows, -1).reshape(batch, kv_heads, groups * rows, -1)
+    out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(batch, heads, rows, dim).transpose(1, 2).contiguous(), None
 
 
 class SplitAttention:
