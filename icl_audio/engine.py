@@ -57,6 +57,7 @@ are used.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -284,14 +285,15 @@ class Executor:
         """One decoder pass; the final hidden states of ``rows`` (and the output, for its cache)."""
         import torch
 
-        if self.path == "fused" and inputs.get("attention_mask") is not None:
-            # Masked rows (trie nodes; icl_split=0 when they are all the pass has) through grouped attention.
-            inputs.setdefault("icl_split", 0)
-            with compat.SplitAttention(self.hf), compat.PrunedLastLayer(self.decoder, rows, grouped=True):
-                out = self.decoder(**inputs)
-            return out.last_hidden_state[0], out
         if self.path in ("pruned", "fused"):
-            with compat.PrunedLastLayer(self.decoder, rows, grouped=self.path == "fused"):
+            fused = self.path == "fused"
+            # Fused: a masked pass's rows (trie nodes; all of the pass when icl_split is 0, a pass
+            # against a cache) attend through the split, grouped attention of hf_compat.llama.
+            split = fused and inputs.get("attention_mask") is not None
+            if split:
+                inputs.setdefault("icl_split", 0)
+            with (compat.SplitAttention(self.hf) if split else contextlib.nullcontext()), \
+                    compat.PrunedLastLayer(self.decoder, rows, grouped=fused):
                 out = self.decoder(**inputs)
             return out.last_hidden_state[0], out
         out = self.decoder(**inputs)
